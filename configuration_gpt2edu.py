@@ -1,0 +1,82 @@
+"""GPT2EduConfig: the seed's `GPTConfig`, as a Hugging Face config.
+
+The field names and defaults are the seed's (GPT-2 124M). transformers' own code looks for standard names such as
+`hidden_size` or `num_hidden_layers`; `attribute_map` makes those aliases of ours, so both spellings read and write
+the same value.
+"""
+
+from transformers import PreTrainedConfig
+
+
+class GPT2EduConfig(PreTrainedConfig):
+    """Configuration of a gpt2edu model; the defaults are GPT-2 124M.
+
+    Args:
+        vocab_size: Number of tokens in the vocabulary (GPT-2's BPE has 50257).
+        context_length: Longest sequence the model attends over (learned positions).
+        emb_dim: Width of the embeddings and the residual stream.
+        n_heads: Number of attention heads; must divide `emb_dim`.
+        n_layers: Number of transformer blocks.
+        drop_rate: Dropout on embeddings, attention weights and residual branches, in [0, 1).
+        qkv_bias: Whether the query, key and value projections have a bias (OpenAI's GPT-2 has one).
+        tie_word_embeddings: Share the output head with the token embedding (OpenAI's GPT-2 does; the seed does not).
+        layer_norm_eps: Epsilon of every LayerNorm.
+        initializer_range: Standard deviation of the normal initialisation.
+        bos_token_id, eos_token_id: `<|endoftext|>` in GPT-2's vocabulary.
+    """
+
+    model_type = "gpt2edu"
+    # HF: library code (DynamicCache, generate, Trainer) reads the standard names; map them onto the seed's.
+    attribute_map = {
+        "hidden_size": "emb_dim",
+        "num_attention_heads": "n_heads",
+        "num_hidden_layers": "n_layers",
+        "max_position_embeddings": "context_length",
+    }
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = False
+    tie_word_embeddings: bool = False
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    use_cache: bool = True
+    bos_token_id: int | None = 50256
+    eos_token_id: int | None = 50256
+    pad_token_id: int | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if getattr(self, "auto_map", None) is None:
+            # HF: tells AutoConfig / AutoModel / AutoModelForCausalLM which classes in the saved code files to load
+            # with trust_remote_code=True, for users who have transformers but not this project.
+            self.auto_map = {
+                "AutoConfig": "configuration_gpt2edu.GPT2EduConfig",
+                "AutoModel": "modeling_gpt2edu.GPT2EduModel",
+                "AutoModelForCausalLM": "modeling_gpt2edu.GPT2EduForCausalLM",
+            }
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPT2EduConfig: {name} must be a positive integer, got {value!r}.")
+        if self.emb_dim % self.n_heads != 0:
+            raise ValueError(
+                f"GPT2EduConfig: emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads}); "
+                f"choose n_heads among the divisors of {self.emb_dim} or change emb_dim."
+            )
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"GPT2EduConfig: drop_rate must be in [0, 1), got {self.drop_rate!r}; 0.1 is GPT-2's.")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"GPT2EduConfig: layer_norm_eps must be positive, got {self.layer_norm_eps!r}.")
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.emb_dim // self.n_heads
+
+
+__all__ = ["GPT2EduConfig"]

@@ -1,0 +1,370 @@
+"""GPT-2, written from scratch, as a Hugging Face model.
+
+Read it top to bottom in the order the ideas build on each other: LayerNorm, FeedForward, MultiHeadAttention,
+TransformerBlock, then the two models that stack them. Parameter names are the seed's (`tok_emb`, `trf_blocks`,
+`att.W_query`, `norm1.scale`, `out_head`, ...), so its checkpoints map over one to one.
+
+What the Hugging Face ecosystem adds on top of the textbook model is small and marked `# HF:` where it appears:
+a key/value cache for `generate()`, attention masks for padded batches, and the `PreTrainedModel` plumbing that gives
+`save_pretrained`, `from_pretrained`, the Auto classes and the Hub.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+# HF: transformers' remote-code loader copies this file next to configuration_gpt2edu.py and follows only relative
+# imports outside try blocks; the absolute import is for running from a checkout.
+try:
+    from .configuration_gpt2edu import GPT2EduConfig
+except ImportError:
+    from configuration_gpt2edu import GPT2EduConfig
+
+
+class LayerNorm(nn.Module):
+    """Normalise each token's features to zero mean and unit variance, then apply a learned scale and shift."""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # speed: one fused kernel computes (x - mean) / sqrt(var + eps) * scale + shift, with the biased variance.
+        return F.layer_norm(x, (x.shape[-1],), self.scale, self.shift, self.eps)
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: expand to 4x the width, GELU, project back."""
+
+    def __init__(self, config: GPT2EduConfig):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(config.emb_dim, 4 * config.emb_dim),
+            nn.GELU(approximate="tanh"),  # GPT-2's tanh approximation of GELU
+            nn.Linear(4 * config.emb_dim, config.emb_dim),
+        )
+        self.layers[2].writes_to_residual = True  # GPT-2 initialises it smaller: see _init_weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal self-attention: every token looks at itself and the tokens before it, in n_heads subspaces at once."""
+
+    def __init__(self, config: GPT2EduConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx  # HF: which slot of the KV cache belongs to this layer
+        self.n_heads = config.n_heads
+        self.head_dim = config.emb_dim // config.n_heads
+        self.W_query = nn.Linear(config.emb_dim, config.emb_dim, bias=config.qkv_bias)
+        self.W_key = nn.Linear(config.emb_dim, config.emb_dim, bias=config.qkv_bias)
+        self.W_value = nn.Linear(config.emb_dim, config.emb_dim, bias=config.qkv_bias)
+        self.out_proj = nn.Linear(config.emb_dim, config.emb_dim)
+        self.out_proj.writes_to_residual = True  # GPT-2 initialises it smaller: see _init_weights
+        self.dropout = nn.Dropout(config.drop_rate)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        """Attend over the sequence (and over the cached past, when there is one).
+
+        Args:
+            hidden_states: Input of shape (batch, seq, emb_dim).
+            attention_mask: Boolean (batch, 1, seq, keys), True where a query may attend to a key; None means plain
+                causal attention over a sequence with no padding.
+            cache: Keys and values of the tokens seen so far; this layer appends its new ones.
+
+        Returns:
+            Tensor of shape (batch, seq, emb_dim).
+        """
+        batch, seq_len, emb_dim = hidden_states.shape
+        # (batch, seq, emb_dim) -> (batch, n_heads, seq, head_dim)
+        q = self.W_query(hidden_states).view(batch, seq_len, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.W_key(hidden_states).view(batch, seq_len, self.n_heads, self.head_dim).transpose(1, 2)
+        v = self.W_value(hidden_states).view(batch, seq_len, self.n_heads, self.head_dim).transpose(1, 2)
+
+        if cache is not None:
+            # HF: store this step's keys and values and get back the whole history, (batch, n_heads, keys, head_dim)
+            k, v = cache.update(k, v, self.layer_idx)
+
+        # With no mask, queries and keys are the same positions and only the causal triangle applies.
+        is_causal = attention_mask is None and seq_len > 1
+        dropout_p = self.dropout.p if self.training else 0.0
+        if self.config._attn_implementation == "eager":
+            context = self.eager_attention(q, k, v, attention_mask, is_causal)
+        else:
+            # speed: PyTorch's fused attention (flash or memory-efficient kernels) computes the same thing as
+            # eager_attention without materialising the (seq x keys) weight matrix.
+            context = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attention_mask, dropout_p=dropout_p, is_causal=is_causal
+            )
+
+        # (batch, n_heads, seq, head_dim) -> (batch, seq, emb_dim)
+        context = context.transpose(1, 2).reshape(batch, seq_len, emb_dim)
+        return self.out_proj(context)
+
+    def eager_attention(self, q, k, v, attention_mask, is_causal) -> torch.Tensor:
+        """Attention written out step by step: scores, mask, softmax, dropout, weighted sum of values."""
+        attn_scores = q @ k.transpose(-2, -1)  # (batch, n_heads, seq, keys)
+        if is_causal:
+            attention_mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        if attention_mask is not None:
+            attn_scores = attn_scores.masked_fill(~attention_mask, float("-inf"))
+        attn_weights = torch.softmax(attn_scores / math.sqrt(self.head_dim), dim=-1)
+        attn_weights = self.dropout(attn_weights)
+        return attn_weights @ v  # (batch, n_heads, seq, head_dim)
+
+
+class TransformerBlock(GradientCheckpointingLayer):
+    """Pre-norm block: x + attention(norm(x)), then x + feed_forward(norm(x)), with dropout on each branch."""
+
+    # HF: GradientCheckpointingLayer lets model.gradient_checkpointing_enable() recompute this block in backward.
+
+    def __init__(self, config: GPT2EduConfig, layer_idx: int):
+        super().__init__()
+        self.att = MultiHeadAttention(config, layer_idx)
+        self.ff = FeedForward(config)
+        self.norm1 = LayerNorm(config.emb_dim, eps=config.layer_norm_eps)
+        self.norm2 = LayerNorm(config.emb_dim, eps=config.layer_norm_eps)
+        self.drop_shortcut = nn.Dropout(config.drop_rate)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        shortcut = hidden_states
+        hidden_states = self.att(self.norm1(hidden_states), attention_mask, cache=cache)
+        hidden_states = shortcut + self.drop_shortcut(hidden_states)
+
+        shortcut = hidden_states
+        hidden_states = self.ff(self.norm2(hidden_states))
+        return shortcut + self.drop_shortcut(hidden_states)
+
+
+class GPT2EduPreTrainedModel(PreTrainedModel):
+    """HF: what transformers needs to know to build, initialise, save and load the models below."""
+
+    config_class = GPT2EduConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["TransformerBlock"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2's initialisation: normal(0, 0.02), zero biases, and residual projections scaled down by depth."""
+        std = self.config.initializer_range
+        if getattr(module, "writes_to_residual", False):
+            # Each block adds two branches to the residual stream; scaling their output projections by
+            # 1/sqrt(2 * n_layers) keeps the stream's variance from growing with depth (GPT-2 paper, section 2.3).
+            std = std / math.sqrt(2 * self.config.n_layers)
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            init.zeros_(module.bias)
+        elif isinstance(module, LayerNorm):
+            init.ones_(module.scale)
+            init.zeros_(module.shift)
+
+
+def build_attention_mask(
+    attention_mask: torch.Tensor | None, query_length: int, past_length: int, key_length: int
+) -> torch.Tensor | None:
+    """HF: turn a (batch, tokens) padding mask into a boolean (batch, 1, queries, keys) attention mask.
+
+    Returns None when plain causal attention is exact (no padding, no cached past or a single new token), so the fused
+    kernel can skip the mask entirely. A 4D mask built by `generate()` for static caches is passed through.
+    """
+    if attention_mask is not None and attention_mask.dim() == 4:
+        # A 4D mask from transformers is either boolean or additive (0 where allowed, a large negative elsewhere).
+        return attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+    has_padding = attention_mask is not None and not bool(attention_mask.all())
+    plain_causal = key_length == past_length + query_length and (past_length == 0 or query_length == 1)
+    if not has_padding and plain_causal:
+        return None
+
+    device = attention_mask.device if attention_mask is not None else None
+    query_positions = torch.arange(query_length, device=device) + past_length
+    key_positions = torch.arange(key_length, device=device)
+    mask = key_positions[None, :] <= query_positions[:, None]  # (queries, keys): the causal triangle
+    if has_padding:
+        # Keys beyond the padding mask's length are future slots of a static cache: causality already hides them.
+        key_is_token = F.pad(attention_mask.bool(), (0, max(0, key_length - attention_mask.shape[-1])))
+        mask = mask[None] & key_is_token[:, None, :key_length]  # (batch, queries, keys)
+        # A padding query would otherwise see no key at all and its softmax would be NaN; let it see itself.
+        mask = mask | (key_positions[None, :] == query_positions[:, None])
+    else:
+        mask = mask[None]
+    return mask[:, None]  # (batch, 1, queries, keys), broadcast over heads
+
+
+class GPT2EduModel(GPT2EduPreTrainedModel):
+    """The GPT-2 body: token and position embeddings, the stack of blocks, a final LayerNorm."""
+
+    def __init__(self, config: GPT2EduConfig):
+        super().__init__(config)
+        self.tok_emb = nn.Embedding(config.vocab_size, config.emb_dim)
+        self.pos_emb = nn.Embedding(config.context_length, config.emb_dim)
+        self.drop_emb = nn.Dropout(config.drop_rate)
+        self.trf_blocks = nn.ModuleList([TransformerBlock(config, layer_idx=i) for i in range(config.n_layers)])
+        self.final_norm = LayerNorm(config.emb_dim, eps=config.layer_norm_eps)
+        self.post_init()  # HF: initialise the weights and set up gradient checkpointing, tying and the like
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.tok_emb
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.tok_emb = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        """Run the body over a batch of token ids.
+
+        Args:
+            input_ids: Token ids, (batch, seq). With a cache, only the tokens not yet in it.
+            attention_mask: 1 for real tokens and 0 for padding, (batch, past + seq); or a ready 4D mask.
+            position_ids: Position of each token, (batch, seq); derived from the mask or the cache when absent.
+            cache: A transformers `Cache` holding the past keys and values; created when `use_cache` and absent.
+            use_cache: Whether to return the cache (defaults to `config.use_cache`).
+            inputs_embeds: Token embeddings to use instead of `input_ids`, (batch, seq, emb_dim).
+
+        Returns:
+            `BaseModelOutputWithPast` with `last_hidden_state` (batch, seq, emb_dim) and the `cache`.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.tok_emb(input_ids)
+        batch, seq_len, _ = inputs_embeds.shape
+
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)  # HF: the library's cache; each layer fills its own slot
+        past_length = cache.get_seq_length() if cache is not None else 0
+        key_length = cache.get_mask_sizes(seq_len, 0)[0] if cache is not None else seq_len
+
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.dim() == 2:
+                # Left padding: count positions from each sequence's first real token, as if it were alone.
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
+            else:
+                position_ids = torch.arange(past_length, past_length + seq_len, device=inputs_embeds.device)[None]
+        if isinstance(past_length, int) and past_length + seq_len > self.config.context_length:
+            raise ValueError(
+                f"Sequence of {past_length + seq_len} tokens is longer than context_length "
+                f"({self.config.context_length}); crop the input to its last {self.config.context_length} tokens."
+            )
+
+        hidden_states = self.drop_emb(inputs_embeds + self.pos_emb(position_ids))  # (batch, seq, emb_dim)
+        mask = build_attention_mask(attention_mask, seq_len, past_length, key_length)
+        for block in self.trf_blocks:
+            hidden_states = block(hidden_states, mask, cache=cache)
+        hidden_states = self.final_norm(hidden_states)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
+
+
+class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
+    """GPT-2 with its output head: next-token logits over the vocabulary, a loss, and `generate()`."""
+
+    # HF: when config.tie_word_embeddings is set, the output head shares the token embedding matrix (OpenAI's GPT-2).
+    _tied_weights_keys = {"out_head.weight": "model.tok_emb.weight"}
+
+    def __init__(self, config: GPT2EduConfig):
+        super().__init__(config)
+        self.model = GPT2EduModel(config)
+        self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.tok_emb
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.model.tok_emb = new_embeddings
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.out_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.out_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Next-token logits, and the language-modelling loss when labels are given.
+
+        Args:
+            input_ids, attention_mask, position_ids, cache, use_cache, inputs_embeds: As in `GPT2EduModel.forward`.
+            labels: Target ids, (batch, seq), usually the input ids themselves: the model shifts them so that
+                position t is scored on token t + 1. Positions labelled -100 are ignored.
+            logits_to_keep: If an int n > 0, compute logits for the last n positions only (generate() needs just
+                the last one); if a tensor, the sequence indices to keep. 0 keeps all.
+
+        Returns:
+            `CausalLMOutputWithPast` with `loss`, `logits` (batch, kept positions, vocab_size) and `cache`.
+        """
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+        )
+        hidden_states = outputs.last_hidden_state
+        # speed: the output head is the largest matmul in the model; skip positions whose logits nobody reads.
+        if isinstance(logits_to_keep, int):
+            hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep > 0 else hidden_states
+        else:
+            hidden_states = hidden_states[:, logits_to_keep]
+        logits = self.out_head(hidden_states)  # (batch, seq, vocab_size)
+
+        loss = None
+        if labels is not None:
+            # HF: the library's shifted cross-entropy (ignore_index -100); it also honours Trainer's
+            # num_items_in_batch for exact gradient accumulation.
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+
+
+# HF: make the Auto classes know gpt2edu (AutoModelForCausalLM.from_pretrained works once this module is imported),
+# and have save_pretrained copy this file and the config's next to the weights for trust_remote_code users.
+AutoConfig.register("gpt2edu", GPT2EduConfig, exist_ok=True)
+AutoModel.register(GPT2EduConfig, GPT2EduModel, exist_ok=True)
+AutoModelForCausalLM.register(GPT2EduConfig, GPT2EduForCausalLM, exist_ok=True)
+GPT2EduConfig.register_for_auto_class()
+GPT2EduModel.register_for_auto_class("AutoModel")
+GPT2EduForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["GPT2EduModel", "GPT2EduForCausalLM", "GPT2EduPreTrainedModel"]

@@ -1,0 +1,76 @@
+"""GPT-2's tokenizer as a Hugging Face tokenizer, built from tiktoken.
+
+The seed tokenizes with tiktoken's `gpt2` encoding: it is fast, and it is what the rest of this project uses for bulk
+tokenization. A model on the Hugging Face Hub, though, is expected to come with a tokenizer that
+`AutoTokenizer.from_pretrained(folder)` can load with plain transformers: no tiktoken download and no custom code.
+
+`gpt2_tokenizer()` builds that tokenizer from tiktoken's own BPE ranks and split pattern, so the two give exactly
+the same token ids on any text. `save_pretrained` writes it as `tokenizer.json`, which the `tokenizers` library
+reads on its own.
+"""
+
+import tiktoken
+from transformers import PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import TikTokenConverter
+
+ENDOFTEXT = "<|endoftext|>"  # GPT-2's only special token (id 50256): it separates documents
+CONTEXT_LENGTH = 1024  # GPT-2's context window, in tokens
+
+
+def tiktoken_encoding() -> tiktoken.Encoding:
+    """Return tiktoken's `gpt2` encoding (tiktoken caches it after the first call).
+
+    Returns:
+        The encoding; use it for bulk tokenization, e.g. `encoding.encode_ordinary_batch(texts)`.
+
+    Raises:
+        OSError: If the BPE files are neither in tiktoken's cache nor downloadable.
+    """
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except (OSError, ValueError) as error:  # no network (requests' errors are OSErrors), or a corrupted download
+        raise OSError(
+            f"Could not load tiktoken's 'gpt2' BPE files ({error}). tiktoken downloads them once into its cache; "
+            "on a machine without internet, set TIKTOKEN_CACHE_DIR to a folder that already holds them "
+            "(in this project: ../shared/tiktoken-cache)."
+        ) from error
+
+
+class _EncodingConverter(TikTokenConverter):
+    """`TikTokenConverter` that reads the BPE ranks of a loaded tiktoken encoding instead of a `.tiktoken` file."""
+
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        # HF: the converter's default split pattern is a newer model's; GPT-2 needs its own. tiktoken keeps the
+        # pattern and the ranks in private attributes, as it has no public accessor for them.
+        super().__init__(pattern=encoding._pat_str, extra_special_tokens=[ENDOFTEXT])
+        self.encoding = encoding
+
+    def load_tiktoken_bpe(self, tiktoken_url: str) -> dict[bytes, int]:
+        """Return the encoding's ranks (token bytes -> id); the base class would read them from a file."""
+        return self.encoding._mergeable_ranks
+
+
+def gpt2_tokenizer() -> PreTrainedTokenizerFast:
+    """Build GPT-2's tokenizer as a fast Hugging Face tokenizer, with exactly tiktoken's token ids.
+
+    `<|endoftext|>` is always read as the special token (id 50256), like tiktoken's
+    `encode(text, allowed_special="all")`.
+
+    Returns:
+        A new tokenizer; `save_pretrained` writes it for plain `AutoTokenizer.from_pretrained`.
+    """
+    encoding = tiktoken_encoding()
+    # Byte-level BPE with tiktoken's ranks; `<|endoftext|>` is appended after the 50256 ranks, so it gets id 50256.
+    backend = _EncodingConverter(encoding).converted()
+    # HF: `PreTrainedTokenizerFast` (transformers 5 calls it `TokenizersBackend`) loads tokenizer.json as it is.
+    # A model class such as `GPT2Tokenizer` would rebuild its own pipeline from the vocabulary and merges instead.
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        model_max_length=CONTEXT_LENGTH,
+        bos_token=ENDOFTEXT,
+        eos_token=ENDOFTEXT,
+        # GPT-2 has no pad token, and we leave it unset: using `<|endoftext|>` would make collators such as
+        # `DataCollatorForLanguageModeling` drop every real document boundary from the loss. Batched code that pads
+        # chooses a pad token itself.
+        clean_up_tokenization_spaces=False,  # decode must give back the exact text, spaces included
+    )
