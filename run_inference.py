@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             args.prompt, model, args.max_new_tokens, tokenizer, stream=True, do_sample=args.do_sample, **sampling
         )
     except (ValueError, RuntimeError) as error:
-        print(f"run_inference.py: error: {error}", file=sys.stderr)
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)  # as argparse words it
         return 2
     return 0
 
