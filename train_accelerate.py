@@ -1,0 +1,633 @@
+"""Train gpt2edu: the seed's train.py on the Hugging Face ecosystem.
+
+`datasets` reads (or streams) the corpus, tiktoken tokenizes it, and the tokens are packed into fixed blocks;
+Accelerate runs the loop on a CPU, one GPU, several GPUs or several machines, and saves checkpoints that resume
+exactly. With no arguments it trains a small model on the corpus that ships with the project:
+
+    python train_accelerate.py                       # writes ./gpt2edu-out
+    python run_inference.py --model gpt2edu-out --prompt "Every effort moves you"
+
+The flags follow transformers' examples/pytorch/language-modeling/run_clm_no_trainer.py wherever one exists.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from itertools import chain
+from pathlib import Path
+
+import datasets
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, default_data_collator, get_scheduler
+
+from configuration_gpt2edu import GPT2EduConfig
+from modeling_gpt2edu import GPT2EduForCausalLM
+from tokenization_gpt2edu import gpt2_tokenizer, tiktoken_encoding
+
+DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "default_corpus.txt"
+# A model small enough to learn the default corpus in about a minute on a laptop CPU.
+SMALL_MODEL = "emb_dim=128,n_heads=4,n_layers=4,context_length=128"
+SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"]
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line on stderr with exit code 2."""
+
+
+# --- command line -------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a gpt2edu model with datasets and Accelerate.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", default=None, help="a dataset on the Hub, read with datasets.load_dataset")
+    data.add_argument("--dataset_config_name", default=None, help="the dataset's configuration name")
+    data.add_argument("--train_file", default=None, help=".txt, .json, .jsonl or .parquet (default: shipped corpus)")
+    data.add_argument("--validation_file", default=None, help="same formats; default: split off the training data")
+    data.add_argument("--validation_split_percentage", type=int, default=5, help="%% of train held out (default 5)")
+    data.add_argument("--text_column_name", default=None, help="column holding the text (default: 'text')")
+    data.add_argument("--block_size", type=int, default=None, help="tokens per training example (default: context)")
+    data.add_argument("--streaming", action="store_true", help="stream the corpus instead of materialising it")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_name_or_path", default=None, help="start from this model instead of from scratch")
+    model.add_argument(
+        "--config_overrides", default=None,
+        help=f"config of a new model, e.g. 'emb_dim=64,n_layers=2' (default: '{SMALL_MODEL}'; '' for GPT-2 124M)",
+    )
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--per_device_train_batch_size", type=int, default=8)
+    optim.add_argument("--per_device_eval_batch_size", type=int, default=8)
+    optim.add_argument("--learning_rate", type=float, default=1e-3)
+    optim.add_argument("--weight_decay", type=float, default=0.1)
+    optim.add_argument("--num_train_epochs", type=int, default=None, help="default 1, or 10 on the shipped corpus")
+    optim.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--lr_scheduler_type", default="cosine", choices=SCHEDULERS)
+    optim.add_argument("--num_warmup_steps", type=int, default=None, help="default: 5%% of the steps")
+    optim.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping; 0 turns it off")
+    optim.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="for Accelerate")
+    optim.add_argument("--compile", action="store_true", help="torch.compile the model")
+    optim.add_argument("--seed", type=int, default=123)
+    run = parser.add_argument_group("evaluation, checkpoints and output")
+    run.add_argument("--eval_steps", type=int, default=50, help="evaluate every N steps (and at the end)")
+    run.add_argument("--eval_iters", type=int, default=20, help="batches per evaluation")
+    run.add_argument("--logging_steps", type=int, default=10, help="log the training loss every N steps")
+    run.add_argument("--sample_prompt", default="Every effort moves you", help="continued at each evaluation")
+    run.add_argument("--checkpointing_steps", type=int, default=None, help="save a resumable state every N steps")
+    run.add_argument("--resume_from_checkpoint", default=None, help="a step_N folder, or 'latest'")
+    run.add_argument("--output_dir", default="gpt2edu-out")
+    run.add_argument("--push_to_hub", action="store_true", help="upload the final model to the Hub")
+    run.add_argument("--hub_model_id", default=None, help="repository for --push_to_hub (default: output_dir name)")
+    run.add_argument("--with_tracking", action="store_true", help="log metrics through Accelerate's trackers")
+    run.add_argument("--report_to", default="all", help="tracker(s) for --with_tracking: tensorboard, wandb, ...")
+    args = parser.parse_args(argv)
+    try:
+        validate_args(args)
+    except UsageError as error:
+        parser.error(str(error))
+    return args
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Refuse bad values before anything is read or written."""
+    positive = [
+        "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "eval_steps",
+        "eval_iters", "logging_steps", "num_train_epochs", "max_train_steps", "checkpointing_steps", "block_size",
+    ]
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be a positive integer, got {value}")
+    if not args.learning_rate > 0:
+        raise UsageError(f"--learning_rate must be positive, got {args.learning_rate}")
+    if args.weight_decay < 0 or args.max_grad_norm < 0 or (args.num_warmup_steps or 0) < 0:
+        raise UsageError("--weight_decay, --max_grad_norm and --num_warmup_steps must not be negative")
+    if not 0 < args.validation_split_percentage < 100:
+        raise UsageError(f"--validation_split_percentage must be in 1..99, got {args.validation_split_percentage}")
+    for name in ("train_file", "validation_file"):
+        path = getattr(args, name)
+        if path is not None and not os.path.isfile(path):
+            raise UsageError(f"--{name} {path!r} does not exist")
+        if path is not None and Path(path).suffix not in (".txt", ".json", ".jsonl", ".parquet"):
+            raise UsageError(f"--{name} must be a .txt, .json, .jsonl or .parquet file, got {path!r}")
+    if args.dataset_name and args.train_file:
+        raise UsageError("pass either --dataset_name or --train_file, not both")
+    if args.model_name_or_path and args.config_overrides:
+        raise UsageError("--config_overrides builds a new model; it cannot be combined with --model_name_or_path")
+    if args.push_to_hub and not (args.hub_model_id or args.output_dir):
+        raise UsageError("--push_to_hub needs --hub_model_id")
+
+
+def parse_config_overrides(text: str) -> dict:
+    """'emb_dim=64,n_layers=2,qkv_bias=true' -> {'emb_dim': 64, 'n_layers': 2, 'qkv_bias': True}."""
+    fields = {field.name: field for field in dataclasses.fields(GPT2EduConfig)}
+    overrides = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            known = "vocab_size, context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias, tie_word_embeddings"
+            raise UsageError(f"--config_overrides: unknown or malformed {item!r}; use key=value with keys among {known}")
+        default = fields[key].default
+        try:
+            if isinstance(default, bool):
+                if raw.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                overrides[key] = raw.strip().lower() in ("true", "1")
+            elif isinstance(default, int):
+                overrides[key] = int(raw)
+            else:
+                overrides[key] = float(raw)
+        except ValueError:
+            raise UsageError(f"--config_overrides: {key}={raw!r} is not a valid {type(default).__name__}") from None
+    return overrides
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def load_raw_datasets(args: argparse.Namespace) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, bool]:
+    """Read the corpus with datasets.load_dataset. Returns the splits and whether each row is a whole document."""
+    if args.dataset_name:
+        raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name, streaming=args.streaming)
+        return raw, True
+    data_files = {"train": args.train_file or str(DEFAULT_CORPUS)}
+    if args.validation_file:
+        data_files["validation"] = args.validation_file
+    suffix = Path(data_files["train"]).suffix
+    builder = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}[suffix]
+    # A .txt file is one running text read line by line (newlines kept); json and parquet rows are documents.
+    options = {"keep_linebreaks": True} if builder == "text" else {}
+    if not args.streaming and "validation" not in data_files:
+        # run_clm's split: the first N% of the training file is held out for validation.
+        pct = args.validation_split_percentage
+        validation = datasets.load_dataset(builder, data_files=data_files, split=f"train[:{pct}%]", **options)
+        train = datasets.load_dataset(builder, data_files=data_files, split=f"train[{pct}%:]", **options)
+        return datasets.DatasetDict(train=train, validation=validation), builder != "text"
+    return datasets.load_dataset(builder, data_files=data_files, streaming=args.streaming, **options), builder != "text"
+
+
+def tokenize_and_pack(raw, block_size: int, text_column: str, documents: bool):
+    """Tokenize with tiktoken's batch encoder and cut the token stream into blocks of exactly `block_size`."""
+    encoding = tiktoken_encoding()
+
+    def tokenize(batch):
+        ids = encoding.encode_ordinary_batch(batch[text_column])
+        if documents:  # documents are joined with <|endoftext|>, as in GPT-2's training data
+            ids = [doc + [encoding.eot_token] for doc in ids]
+        return {"input_ids": ids}
+
+    def pack(batch):
+        # Concatenate the batch's tokens and cut full blocks; like run_clm, the tail of each batch is dropped.
+        tokens = list(chain.from_iterable(batch["input_ids"]))
+        usable = len(tokens) // block_size * block_size
+        return {"input_ids": [tokens[i : i + block_size] for i in range(0, usable, block_size)]}
+
+    tokenized = raw.select_columns([text_column]).map(tokenize, batched=True, remove_columns=[text_column])
+    return tokenized, tokenized.map(pack, batched=True, batch_size=1000)
+
+
+def build_datasets(args: argparse.Namespace, raw, documents: bool, block_size: int):
+    """Train and validation datasets of packed blocks; raises UsageError for a corpus too short for one block."""
+    text_column = args.text_column_name or "text"
+    train_raw = raw["train"]
+    if train_raw.column_names is not None and text_column not in train_raw.column_names:
+        raise UsageError(f"no column {text_column!r} in the data (columns: {train_raw.column_names}); "
+                         "pass --text_column_name")
+    tokenized, train = tokenize_and_pack(train_raw, block_size, text_column, documents)
+    n_eval = args.eval_iters * args.per_device_eval_batch_size
+    if "validation" in raw:
+        validation = tokenize_and_pack(raw["validation"], block_size, text_column, documents)[1]
+    else:  # a stream has no length to take a percentage of: hold out its first evaluation's worth of blocks
+        validation, train = train.take(n_eval), train.skip(n_eval)
+    if isinstance(train, datasets.Dataset):
+        n_tokens = sum(len(ids) for ids in tokenized["input_ids"])
+        if n_tokens < block_size + 1:
+            what = "is empty" if n_tokens == 0 else f"has only {n_tokens} tokens"
+            raise UsageError(f"the training corpus {what}; it needs at least block_size + 1 = {block_size + 1}")
+        if len(validation) == 0:
+            raise UsageError(f"the validation split has less than one block of {block_size} tokens; "
+                             "use a larger --validation_split_percentage or a smaller --block_size")
+        validation = validation.select(range(min(n_eval, len(validation))))
+    return train.with_format("torch"), validation.with_format("torch")
+
+
+# --- model and state ----------------------------------------------------------------------------------------------
+
+
+def build_model(args: argparse.Namespace) -> GPT2EduForCausalLM:
+    if args.model_name_or_path:
+        try:
+            return AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
+        except OSError as error:
+            raise UsageError(f"cannot load --model_name_or_path {args.model_name_or_path!r}: "
+                             f"{str(error).splitlines()[0]}") from error
+    overrides = parse_config_overrides(SMALL_MODEL if args.config_overrides is None else args.config_overrides)
+    try:
+        config = GPT2EduConfig(**overrides)
+    except ValueError as error:
+        raise UsageError(f"--config_overrides: {error}") from error
+    return GPT2EduForCausalLM(config)
+
+
+def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.AdamW:
+    """AdamW with weight decay on the weight matrices only: biases, norms and embeddings' shift terms are not decayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(0.9, 0.95))
+
+
+def find_checkpoint(output_dir: str, which: str) -> Path:
+    """Resolve --resume_from_checkpoint: 'latest' is the highest complete step_N folder in output_dir."""
+    if which != "latest":
+        path = Path(which)
+        if not (path / "trainer_state.json").is_file():
+            raise UsageError(f"--resume_from_checkpoint {which!r} is not a checkpoint folder (no trainer_state.json)")
+        return path
+    steps = [p for p in Path(output_dir).glob("step_*") if p.name[5:].isdigit() and (p / "trainer_state.json").is_file()]
+    if not steps:
+        raise UsageError(f"--resume_from_checkpoint latest: no checkpoint in {output_dir!r}; "
+                         "train with --checkpointing_steps N first")
+    return max(steps, key=lambda p: int(p.name[5:]))
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict) -> None:
+    """accelerator.save_state into step_N.tmp, then an atomic rename: a run killed mid-save leaves step_N-1 intact."""
+    final = Path(output_dir) / f"step_{state['step']}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model, eval_dataloader, accelerator: Accelerator) -> tuple[float, float]:
+    """Mean validation loss over the held-out blocks (gathered from every process) and its perplexity."""
+    model.eval()
+    losses = []
+    for batch in eval_dataloader:
+        loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+        losses.append(accelerator.gather_for_metrics(loss.repeat(batch["input_ids"].shape[0])))
+    model.train()
+    val_loss = torch.cat(losses).mean().item()
+    return val_loss, math.exp(min(val_loss, 50.0))
+
+
+@torch.no_grad()
+def generate_sample(model, tokenizer, prompt: str, accelerator: Accelerator, max_new_tokens: int = 25) -> str:
+    """The seed's generate_and_print_sample: a greedy continuation of the prompt, one line."""
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(accelerator.device)
+    max_new_tokens = min(max_new_tokens, model.config.context_length - input_ids.shape[1])
+    output = model.generate(input_ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=50256)
+    model.train()
+    return tokenizer.decode(output[0]).replace("\n", " ")
+
+
+# --- stopping on SIGTERM ------------------------------------------------------------------------------------------
+
+STOP_REQUESTED = False
+
+
+def request_stop(signum, frame) -> None:
+    """SIGTERM handler: finish the current step, save a checkpoint and the model, then exit cleanly."""
+    global STOP_REQUESTED
+    STOP_REQUESTED = True
+
+
+# --- the loop -----------------------------------------------------------------------------------------------------
+
+
+def train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader, tokenizer, state):
+    """The seed's train_model_simple, on Accelerate: step, log, evaluate, sample, checkpoint; returns the history."""
+    log_path = Path(args.output_dir) / "training_log.jsonl"
+    progress = tqdm(total=args.max_train_steps, initial=state["step"], disable=not accelerator.is_local_main_process)
+    window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+    empty_epochs = 0
+    while state["step"] < args.max_train_steps and not STOP_REQUESTED:
+        train_dataloader.set_epoch(state["epoch"])
+        batches_this_epoch = 0
+        for batch in train_dataloader:
+            batches_this_epoch += 1
+            with accelerator.accumulate(model):
+                loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            # One collective per micro-batch: tokens from every process, and whether any process got SIGTERM.
+            counts = accelerator.reduce(torch.tensor([batch["input_ids"].numel(), STOP_REQUESTED],
+                                                     device=accelerator.device), reduction="sum")
+            state["tokens_seen"] += int(counts[0])
+            window_tokens += int(counts[0])
+            window_loss += loss.item() / args.gradient_accumulation_steps
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            window_steps += 1
+            progress.update(1)
+            stop_now = bool(counts[1]) or state["step"] >= args.max_train_steps
+            entry = None
+            if state["step"] % args.logging_steps == 0 or state["step"] % args.eval_steps == 0 or stop_now:
+                train_loss = accelerator.reduce(torch.tensor(window_loss / window_steps, device=accelerator.device),
+                                                reduction="mean").item()
+                tokens_per_s = window_tokens / (time.perf_counter() - window_start)
+                progress.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+                entry = {"step": state["step"], "tokens_seen": state["tokens_seen"], "train_loss": train_loss,
+                         "lr": lr_scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s}
+                window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+            if entry is not None and (state["step"] % args.eval_steps == 0 or stop_now):
+                entry["val_loss"], entry["perplexity"] = evaluate(model, eval_dataloader, accelerator)
+                sample = generate_sample(model, tokenizer, args.sample_prompt, accelerator)
+                accelerator.print(f"\nstep {state['step']}: train loss {entry['train_loss']:.3f}, "
+                                  f"val loss {entry['val_loss']:.3f} | {sample}")
+            if entry is not None:
+                if accelerator.is_main_process:
+                    with log_path.open("a") as log:
+                        log.write(json.dumps(entry) + "\n")
+                if args.with_tracking:
+                    accelerator.log(entry, step=state["step"])
+            if bool(counts[1]) or (args.checkpointing_steps and state["step"] % args.checkpointing_steps == 0):
+                save_checkpoint(accelerator, args.output_dir, state)
+            if stop_now:
+                if counts[1]:
+                    accelerator.print(f"\nSIGTERM: stopped at step {state['step']} with a checkpoint; "
+                                      "continue with --resume_from_checkpoint latest")
+                progress.close()
+                return
+        empty_epochs = empty_epochs + 1 if batches_this_epoch == 0 else 0
+        if empty_epochs == 2 or (empty_epochs == 1 and state["step"] == 0):
+            raise UsageError(f"the training data holds no full block of {args.block_size} tokens")
+        state["epoch"] += 1
+    progress.close()
+
+
+# --- output -------------------------------------------------------------------------------------------------------
+
+
+def model_card(model, args: argparse.Namespace, log: list[dict]) -> str:
+    """A short README.md for the output folder: what the model is and how it was trained."""
+    n_params = sum(p.numel() for p in model.parameters())
+    last = log[-1] if log else {}
+    data = args.dataset_name or (args.train_file and Path(args.train_file).name) or "the gpt2edu default corpus"
+    config = {k: getattr(model.config, k) for k in ("emb_dim", "n_heads", "n_layers", "context_length", "vocab_size")}
+    return (
+        f"---\nlibrary_name: transformers\ntags: [gpt2edu, gpt2, text-generation]\n---\n\n"
+        f"# {Path(args.hub_model_id or args.output_dir).name}\n\n"
+        f"A GPT-2-architecture model ({n_params / 1e6:.1f}M parameters, {config}) trained from "
+        f"{'`' + args.model_name_or_path + '`' if args.model_name_or_path else 'scratch'} on {data} "
+        f"with gpt2edu's `train_accelerate.py`: {last.get('step', 0)} steps, {last.get('tokens_seen', 0):,} tokens, "
+        f"final validation loss {last.get('val_loss', float('nan')):.3f}.\n\n"
+        "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "model = AutoModelForCausalLM.from_pretrained(REPO, trust_remote_code=True)\n"
+        "tokenizer = AutoTokenizer.from_pretrained(REPO, trust_remote_code=True)\n```\n"
+    )
+
+
+def save_model_folder(model, tokenizer, output_dir: str, card: str) -> None:
+    """Write the Hugging Face folder (weights, config, code, tokenizer, card) into output_dir, each file atomically."""
+    staging = Path(tempfile.mkdtemp(prefix=".final-", dir=output_dir))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "README.md").write_text(card)
+        for path in staging.iterdir():
+            os.replace(path, Path(output_dir) / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def plot_losses(log: list[dict], path: Path) -> None:
+    """The seed's plot: training and validation loss against steps, tokens seen on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([e["step"] for e in log], [e["train_loss"] for e in log], label="training loss")
+    evaluated = [e for e in log if "val_loss" in e]
+    ax.plot([e["step"] for e in evaluated], [e["val_loss"] for e in evaluated], "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    tokens_axis = ax.twiny()  # same curve, read against tokens seen
+    tokens_axis.plot([e["tokens_seen"] for e in log], [e["train_loss"] for e in log], alpha=0)
+    tokens_axis.set_xlabel("tokens seen")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --- putting it together ------------------------------------------------------------------------------------------
+
+
+def check_checkpoint_fits(checkpoint: Path, model: torch.nn.Module) -> None:
+    """Refuse a checkpoint written for a model of another shape, naming the first tensor that differs."""
+    from safetensors import safe_open
+
+    weights = checkpoint / "model.safetensors"
+    if not weights.is_file():
+        raise UsageError(f"checkpoint {str(checkpoint)!r} has no model.safetensors")
+    expected = model.state_dict()
+    with safe_open(str(weights), framework="pt") as f:
+        for name in f.keys():
+            shape = tuple(f.get_slice(name).get_shape())
+            if name not in expected or tuple(expected[name].shape) != shape:
+                mine = tuple(expected[name].shape) if name in expected else "absent"
+                raise UsageError(f"checkpoint {str(checkpoint)!r} is from a different model: {name} is {shape} "
+                                 f"there and {mine} here; use the same --config_overrides as the run that wrote it")
+
+
+def has_accelerator() -> bool:
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+def run(args: argparse.Namespace, raw=None, documents: bool = True) -> list[dict]:
+    """Train as the arguments say and write the output folder; returns the training log (one dict per logged step)."""
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        # HF: on a machine with no accelerator, `accelerate launch --multi_gpu` starts CPU ranks (DDP over gloo)
+        # only when the script asks for the CPU.
+        cpu=not has_accelerator(),
+        dataloader_config=DataLoaderConfiguration(
+            use_seedable_sampler=True, use_stateful_dataloader=True, dispatch_batches=False, data_seed=args.seed
+        ),
+        log_with=args.report_to if args.with_tracking else None,
+        project_dir=args.output_dir,
+    )
+    signal.signal(signal.SIGTERM, request_stop)
+    set_seed(args.seed)
+    model = build_model(args)
+    context = model.config.max_position_embeddings
+    args.block_size = args.block_size or min(context, 1024)
+    if args.block_size > context:
+        raise UsageError(f"--block_size {args.block_size} is larger than the model's context ({context} tokens)")
+    checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    if checkpoint is not None:
+        check_checkpoint_fits(checkpoint, model)
+    elif any(Path(args.output_dir).glob("step_*")):
+        raise UsageError(f"{args.output_dir!r} holds checkpoints of an earlier run; continue it with "
+                         "--resume_from_checkpoint latest, or choose another --output_dir")
+
+    if raw is None:
+        with accelerator.main_process_first():
+            raw, documents = load_raw_datasets(args)
+    train_dataset, eval_dataset = build_datasets(args, raw, documents, args.block_size)
+    # Each loader draws its worker seed from a generator of its own: drawing it from torch's global generator when an
+    # iterator starts would shift the dropout masks of a resumed run, which starts its iterator mid-epoch.
+    train_dataloader = torch.utils.data.DataLoader(
+        train_dataset, shuffle=not args.streaming, batch_size=args.per_device_train_batch_size,
+        collate_fn=default_data_collator, drop_last=True, generator=torch.Generator().manual_seed(args.seed),
+    )
+    eval_dataloader = torch.utils.data.DataLoader(
+        eval_dataset, batch_size=args.per_device_eval_batch_size, collate_fn=default_data_collator,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    optimizer = build_optimizer(model, args)
+    if args.compile:
+        model = torch.compile(model)
+    model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
+        model, optimizer, train_dataloader, eval_dataloader
+    )
+    if args.max_train_steps is None:
+        if args.streaming:
+            raise UsageError("--streaming needs --max_train_steps: a stream's length is unknown in advance")
+        epochs = args.num_train_epochs or (10 if not (args.train_file or args.dataset_name) else 1)
+        args.max_train_steps = epochs * math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    warmup = args.num_warmup_steps if args.num_warmup_steps is not None else args.max_train_steps // 20
+    lr_scheduler = accelerator.prepare(get_scheduler(
+        args.lr_scheduler_type, optimizer, num_warmup_steps=warmup * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    ))
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    log_path = Path(args.output_dir) / "training_log.jsonl"
+    state = {"step": 0, "epoch": 0, "tokens_seen": 0}
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        accelerator.print(f"Resuming from {checkpoint} (step {state['step']}, {state['tokens_seen']:,} tokens seen)")
+    if accelerator.is_main_process:
+        # Keep the log of the steps before the checkpoint; a killed run may have logged steps after it.
+        kept = [line for line in read_log(log_path) if line["step"] <= state["step"]] if checkpoint else []
+        log_path.write_text("".join(json.dumps(entry) + "\n" for entry in kept))
+    if args.with_tracking:
+        accelerator.init_trackers("gpt2edu", config={k: v for k, v in vars(args).items() if v is not None})
+
+    tokenizer = gpt2_tokenizer()
+    train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader, tokenizer, state)
+
+    accelerator.wait_for_everyone()
+    log = read_log(log_path)
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        save_model_folder(unwrapped, tokenizer, args.output_dir, model_card(unwrapped, args, log))
+        plot_losses(log, Path(args.output_dir) / "loss.png")
+        accelerator.print(f"Saved the model to {args.output_dir}/ (try: python run_inference.py --model "
+                          f"{args.output_dir} --prompt \"{args.sample_prompt}\")")
+        if args.push_to_hub:
+            from convert_checkpoint import push_folder_to_hub
+
+            push_folder_to_hub(args.output_dir, args.hub_model_id or Path(args.output_dir).name)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return log
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UsageError as error:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# --- the seed's library API ---------------------------------------------------------------------------------------
+
+
+def train(
+    text_data: str,
+    num_epochs: int = 5,
+    batch_size: int = 2,
+    learning_rate: float = 0.0004,
+    eval_freq: int = 5,
+    start_context: str = "Every effort moves you",
+    config: GPT2EduConfig | dict | None = None,
+    output_dir: str | None = None,
+):
+    """The seed's train(): train on a string, 90% for training and 10% for validation, on this file's machinery.
+
+    Args:
+        text_data: The training text.
+        num_epochs: Passes over the training blocks.
+        batch_size: Blocks per step.
+        learning_rate: AdamW's learning rate (weight decay 0.1, like the seed).
+        eval_freq: Evaluate (validation loss and a sample of `start_context`) every this many steps.
+        start_context: The prompt continued at each evaluation.
+        config: A GPT2EduConfig, or a dict of overrides of the seed's GPT-2 124M config.
+        output_dir: Where to write the Hugging Face folder and the log; a temporary folder when None.
+
+    Returns:
+        (train_losses, val_losses, tokens_seen, model): the losses and tokens seen at each evaluation, and the
+        trained GPT2EduForCausalLM.
+    """
+    if not isinstance(config, GPT2EduConfig):
+        config = GPT2EduConfig(**(config or {}))
+    overrides = ",".join(f"{k}={v}" for k, v in config.to_diff_dict().items() if k in GPT2EduConfig.__dataclass_fields__)
+    split = int(0.9 * len(text_data))  # the seed's split: the first 90% of the characters train
+    raw = datasets.DatasetDict(
+        train=datasets.Dataset.from_dict({"text": [text_data[:split]]}),
+        validation=datasets.Dataset.from_dict({"text": [text_data[split:]]}),
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        args = parse_args([
+            "--num_train_epochs", str(num_epochs), "--per_device_train_batch_size", str(batch_size),
+            "--per_device_eval_batch_size", str(batch_size), "--learning_rate", str(learning_rate),
+            "--eval_steps", str(eval_freq), "--logging_steps", str(eval_freq), "--eval_iters", "5",
+            "--sample_prompt", start_context, "--config_overrides", overrides, "--lr_scheduler_type", "constant",
+            "--num_warmup_steps", "0", "--output_dir", output_dir or scratch,
+        ])
+        log = run(args, raw=raw, documents=False)
+        model = AutoModelForCausalLM.from_pretrained(args.output_dir)
+    evaluated = [entry for entry in log if "val_loss" in entry]
+    return (
+        [e["train_loss"] for e in evaluated], [e["val_loss"] for e in evaluated], [e["tokens_seen"] for e in evaluated],
+        model,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
