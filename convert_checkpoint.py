@@ -1,13 +1,80 @@
 """Convert between the seed's .pth checkpoints, transformers' own GPT-2 folders and gpt2edu folders.
 
+    python convert_checkpoint.py gpt2_model.pth gpt2edu-124m                # seed checkpoint -> gpt2edu folder
+    python convert_checkpoint.py gpt2edu-124m gpt2-124m --to gpt2           # gpt2edu folder -> plain GPT-2 folder
+    python convert_checkpoint.py gpt2-folder gpt2edu-openai                 # transformers GPT-2 -> gpt2edu
+    python convert_checkpoint.py gpt2_model.pth out --push-to-hub you/gpt2edu-124m
+
 The mapping between layouts is a set of pure functions from state dict to state dict, each driven by an explicit
-rename table; the command line around them only loads, calls and writes.
+rename table; the rest of the file only loads, calls and writes. Every conversion goes through gpt2edu's layout:
+source -> gpt2edu -> target.
+
+Checkpoints are untrusted input: a .pth file is a pickle, and unpickling can run any code. They are read with
+`torch.load(weights_only=True)`, which builds only tensors and plain Python values; the seed's pickled config class
+is let in as plain data under its exact name. Output is written into a temporary folder beside OUT_DIR, checked
+tensor by tensor, and renamed into place only when complete.
 """
 
+import argparse
+import contextlib
+import functools
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
-from transformers import GPT2Config
+from huggingface_hub import CommitOperationAdd, HfApi
+from safetensors import safe_open
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
+from transformers.utils import logging as transformers_logging
 
 from configuration_gpt2edu import GPT2EduConfig
+from modeling_gpt2edu import GPT2EduForCausalLM
+from tokenization_gpt2edu import gpt2_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# --- the seed's layout ---------------------------------------------------------------------------------------------
+
+# seed name -> gpt2edu name. gpt2edu keeps the seed's names; its body just sits under `model.`, as in every
+# transformers *ForCausalLM, while the output head stays on top.
+SEED_TOP_RENAMES = {
+    "tok_emb.weight": "model.tok_emb.weight",
+    "pos_emb.weight": "model.pos_emb.weight",
+    "final_norm.scale": "model.final_norm.scale",
+    "final_norm.shift": "model.final_norm.shift",
+    "out_head.weight": "out_head.weight",
+}
+# Per block the names are the same on both sides: "trf_blocks.{i}.<name>" -> "model.trf_blocks.{i}.<name>".
+SEED_BLOCK_KEYS = (
+    "att.W_query.weight",
+    "att.W_key.weight",
+    "att.W_value.weight",
+    "att.out_proj.weight",
+    "att.out_proj.bias",
+    "ff.layers.0.weight",
+    "ff.layers.0.bias",
+    "ff.layers.2.weight",
+    "ff.layers.2.bias",
+    "norm1.scale",
+    "norm1.shift",
+    "norm2.scale",
+    "norm2.shift",
+)
+SEED_QKV_BIAS_KEYS = ("att.W_query.bias", "att.W_key.bias", "att.W_value.bias")  # only with qkv_bias=True
+SEED_BUFFER_KEYS = ("att.mask",)  # the causal mask, a buffer the seed saves with its weights: not carried over
+# Prefixes that wrappers put in front of every key: torch.compile's and DistributedDataParallel's.
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+SEED_CONFIG_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")
+SEED_HEAD_DIM = 64  # GPT-2's head size at every scale: the guess when a bare state dict gives no n_heads
+
+# --- transformers' GPT-2 layout ------------------------------------------------------------------------------------
 
 # gpt2edu name -> transformers GPT-2 name, per block. Every GPT-2 weight here is a Conv1D, stored (in, out): the
 # transpose of nn.Linear's (out, in). The fused c_attn holds query, key and value side by side.
@@ -31,6 +98,11 @@ GPT2_TOP_RENAMES = {
     "out_head.weight": "lm_head.weight",
 }
 QKV = ("W_query", "W_key", "W_value")
+# Causal-mask buffers that old transformers versions saved in pytorch_model.bin files.
+GPT2_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+
+
+# --- pure mappings: configs -------------------------------------------------------------------------------------
 
 
 def gpt2_config_to_gpt2edu(config: GPT2Config) -> GPT2EduConfig:
@@ -83,6 +155,55 @@ def gpt2edu_config_to_gpt2(config: GPT2EduConfig) -> GPT2Config:
     )
 
 
+def seed_config_to_gpt2edu(fields: dict) -> GPT2EduConfig:
+    """The gpt2edu config of the seed's config fields (vocab_size, context_length, emb_dim, n_heads, ...).
+
+    The seed never ties its output head to the token embedding. `<|endoftext|>` (id 50256) is the bos/eos token
+    only when the vocabulary has room for it.
+    """
+    values = {name: fields[name] for name in SEED_CONFIG_FIELDS if name in fields}
+    try:
+        endoftext = 50256 if values.get("vocab_size", 50257) > 50256 else None
+        return GPT2EduConfig(**values, tie_word_embeddings=False, bos_token_id=endoftext, eos_token_id=endoftext)
+    except TypeError as error:  # e.g. a size or a drop_rate that is not a number
+        raise ValueError(f"the checkpoint's config has a value of the wrong type: {error}") from error
+
+
+# --- pure mappings: state dicts ---------------------------------------------------------------------------------
+
+
+def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove torch.compile's `_orig_mod.` and DDP's `module.` from the front of every key (in any nesting)."""
+    out = {}
+    for key, tensor in state_dict.items():
+        name = key
+        while name.startswith(WRAPPER_PREFIXES):
+            name = name.split(".", 1)[1]
+        if name in out:
+            raise ValueError(f"the state dict holds {name!r} twice, with and without a wrapper prefix")
+        out[name] = tensor
+    return out
+
+
+def seed_rename_table(n_layers: int, qkv_bias: bool) -> dict[str, str]:
+    """Seed name -> gpt2edu name, for every weight of a seed model with this many blocks."""
+    table = dict(SEED_TOP_RENAMES)
+    block_keys = SEED_BLOCK_KEYS + (SEED_QKV_BIAS_KEYS if qkv_bias else ())
+    for i in range(n_layers):
+        table.update({f"trf_blocks.{i}.{name}": f"model.trf_blocks.{i}.{name}" for name in block_keys})
+    return table
+
+
+def seed_to_gpt2edu_state_dict(
+    state_dict: dict[str, torch.Tensor], n_layers: int, qkv_bias: bool
+) -> dict[str, torch.Tensor]:
+    """Rename a seed state dict (prefixes already stripped) into gpt2edu's layout, dropping the causal-mask buffers.
+
+    The tensors are not copied: the result holds the very same tensors under their new names.
+    """
+    return {ours: state_dict[seed] for seed, ours in seed_rename_table(n_layers, qkv_bias).items()}
+
+
 def gpt2_to_gpt2edu_state_dict(state_dict: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
     """Rename and reshape a transformers GPT2LMHeadModel state dict into gpt2edu's layout."""
     out = {ours: state_dict[theirs] for ours, theirs in GPT2_TOP_RENAMES.items() if theirs in state_dict}
@@ -91,25 +212,556 @@ def gpt2_to_gpt2edu_state_dict(state_dict: dict[str, torch.Tensor], n_layers: in
         src, dst = f"transformer.h.{i}.", f"model.trf_blocks.{i}."
         for ours, theirs in GPT2_BLOCK_RENAMES.items():
             tensor = state_dict[src + theirs]
-            out[dst + ours] = tensor.t() if ours.endswith("weight") and tensor.dim() == 2 else tensor
+            out[dst + ours] = tensor.t().contiguous() if ours.endswith("weight") and tensor.dim() == 2 else tensor
         qkv_weight = state_dict[src + "attn.c_attn.weight"].t()  # (3 * emb_dim, emb_dim)
         qkv_bias = state_dict[src + "attn.c_attn.bias"]
-        for name, weight, bias in zip(QKV, qkv_weight.chunk(3, dim=0), qkv_bias.chunk(3)):
-            out[f"{dst}att.{name}.weight"] = weight
-            out[f"{dst}att.{name}.bias"] = bias
-    return {name: tensor.contiguous() for name, tensor in out.items()}
+        for name, weight, bias in zip(QKV, qkv_weight.chunk(3, dim=0), qkv_bias.chunk(3), strict=True):
+            # Each chunk gets storage of its own: safetensors refuses to write views that share memory.
+            out[f"{dst}att.{name}.weight"] = weight.contiguous()
+            out[f"{dst}att.{name}.bias"] = bias.clone()
+    return out
 
 
 def gpt2edu_to_gpt2_state_dict(state_dict: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    """Rename and reshape a gpt2edu state dict into transformers GPT2LMHeadModel's layout (zero qkv biases if absent)."""
+    """Rename and reshape a gpt2edu state dict into transformers GPT2LMHeadModel's layout (zero qkv bias if absent)."""
     out = {theirs: state_dict[ours] for ours, theirs in GPT2_TOP_RENAMES.items()}
     for i in range(n_layers):
         src, dst = f"model.trf_blocks.{i}.", f"transformer.h.{i}."
         for ours, theirs in GPT2_BLOCK_RENAMES.items():
             tensor = state_dict[src + ours]
-            out[dst + theirs] = tensor.t() if ours.endswith("weight") and tensor.dim() == 2 else tensor
+            out[dst + theirs] = tensor.t().contiguous() if ours.endswith("weight") and tensor.dim() == 2 else tensor
         weights = [state_dict[f"{src}att.{name}.weight"] for name in QKV]
-        biases = [state_dict.get(f"{src}att.{name}.bias", torch.zeros_like(w[:, 0])) for name, w in zip(QKV, weights)]
-        out[dst + "attn.c_attn.weight"] = torch.cat(weights, dim=0).t()  # (emb_dim, 3 * emb_dim)
+        # The seed's attention has no qkv bias; GPT-2's always has one, so a zero bias computes the same thing.
+        zero = torch.zeros_like(weights[0][:, 0])
+        biases = [state_dict.get(f"{src}att.{name}.bias", zero) for name in QKV]
+        out[dst + "attn.c_attn.weight"] = torch.cat(weights, dim=0).t().contiguous()  # (emb_dim, 3 * emb_dim)
         out[dst + "attn.c_attn.bias"] = torch.cat(biases)
-    return {name: tensor.contiguous() for name, tensor in out.items()}
+    return out
+
+
+def normalize_gpt2_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Give a GPT-2 state dict GPT2LMHeadModel's key names: drop old mask buffers, add `transformer.` where missing.
+
+    OpenAI's weights on the Hub were saved from the bare GPT2Model, whose keys lack the `transformer.` prefix.
+    """
+    out = {}
+    for key, tensor in state_dict.items():
+        if key.endswith(GPT2_BUFFER_SUFFIXES):
+            continue
+        out[key if key.startswith(("transformer.", "lm_head.")) else "transformer." + key] = tensor
+    return out
+
+
+def describe_key_mismatch(missing: list[str], unexpected: list[str], shown: int = 4) -> str:
+    """'missing keys a, b (+3 more); unexpected keys c' in one line."""
+
+    def few(keys: list[str]) -> str:
+        more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
+        return ", ".join(keys[:shown]) + more
+
+    parts = [f"missing keys {few(missing)}"] if missing else []
+    parts += [f"unexpected keys {few(unexpected)}"] if unexpected else []
+    return "; ".join(parts)
+
+
+def check_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    expected_shapes: dict[str, torch.Size],
+    what: str,
+    optional: tuple[str, ...] = (),
+    ignored: tuple[str, ...] = (),
+) -> None:
+    """Raise ValueError unless the state dict has exactly the expected keys, each with the expected shape.
+
+    Args:
+        state_dict: The tensors to check.
+        expected_shapes: Name -> shape of every tensor the model needs.
+        what: How to call the checkpoint in the message, e.g. "gpt2_model.pth is not a seed GPT checkpoint".
+        optional: Expected keys that may be absent (a tied output head).
+        ignored: Keys that may be present and are not needed (buffers).
+    """
+    missing = [key for key in expected_shapes if key not in state_dict and key not in optional]
+    unexpected = [key for key in state_dict if key not in expected_shapes and key not in ignored]
+    if missing or unexpected:
+        raise ValueError(f"{what}: {describe_key_mismatch(missing, unexpected)}")
+    for name, shape in expected_shapes.items():
+        if name in state_dict and state_dict[name].shape != shape:
+            raise ValueError(
+                f"{what}: tensor {name} has shape {tuple(state_dict[name].shape)}, but its config needs {tuple(shape)}"
+            )
+
+
+def empty_model(model_class: type[PreTrainedModel], config) -> PreTrainedModel:
+    """A model on the meta device: its parameters have names and shapes, and take no memory."""
+    with torch.device("meta"):
+        return model_class(config)
+
+
+# --- reading checkpoints ------------------------------------------------------------------------------------------
+
+
+class PickledSeedConfig:
+    """Stand-in for the seed's `config.GPTConfig` dataclass while unpickling: it receives the fields as plain data.
+
+    A pickled dataclass is "make an empty object of class config.GPTConfig, then fill its __dict__". The weights-only
+    unpickler allows that for classes registered with `torch.serialization.safe_globals`; registering this class under
+    the name "config.GPTConfig" means no class of the seed's is ever imported and no code from the file runs.
+    """
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple):  # a dataclass with __slots__ pickles as (dict state, slot state)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        self.fields = dict(state)
+
+
+def load_checkpoint_file(path: Path):
+    """`torch.load` an untrusted .pth/.pt file: tensors and plain data only, memory-mapped when possible.
+
+    Raises:
+        ValueError: If the file is not a readable PyTorch checkpoint, or its pickle would run anything else.
+    """
+    with open(path, "rb") as file:
+        is_zip = file.read(4) == b"PK\x03\x04"  # torch.save's format since 1.6; older files are a bare pickle
+    try:
+        with torch.serialization.safe_globals([(PickledSeedConfig, "config.GPTConfig")]):
+            # mmap: tensors stay in the file until touched, so loading costs no memory of its own. It needs the zip
+            # format; old-format files take the same weights-only path without it.
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except Exception as error:  # untrusted bytes: any failure to parse them means "not a usable checkpoint"
+        forbidden = re.search(r"GLOBAL (\S+)", str(error))
+        if forbidden:
+            raise ValueError(
+                f"refusing to load {path}: its pickle would import {forbidden.group(1)}, which is not plain data "
+                "(only tensors, plain Python values and the seed's config.GPTConfig are read from checkpoints)"
+            ) from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot read {path} as a PyTorch checkpoint (truncated? not a .pth?): {reason}") from error
+
+
+@dataclass
+class Source:
+    """A checkpoint read into gpt2edu's layout, with what it was."""
+
+    description: str  # what was read, for the summary and the model card
+    config: GPT2EduConfig
+    state_dict: dict[str, torch.Tensor]
+
+
+def seed_sizes_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
+    """The seed config fields that tensor shapes reveal: all but n_heads (and drop_rate, which has no tensor)."""
+    blocks = {int(key.split(".")[1]) for key in state_dict if re.fullmatch(r"trf_blocks\.\d+\..+", key)}
+    vocab_size, emb_dim = state_dict["tok_emb.weight"].shape
+    return dict(
+        vocab_size=vocab_size,
+        emb_dim=emb_dim,
+        context_length=state_dict["pos_emb.weight"].shape[0],
+        n_layers=max(blocks) + 1 if blocks else 0,
+        qkv_bias="trf_blocks.0.att.W_query.bias" in state_dict,
+    )
+
+
+def read_seed_checkpoint(path: Path, n_heads: int | None = None) -> Source:
+    """Read a seed .pth file: a bare state dict, or `save_checkpoint`'s dict with `model_state_dict` and a config.
+
+    Args:
+        path: The file.
+        n_heads: Number of attention heads, for files that store no config (shapes do not reveal it).
+
+    Raises:
+        ValueError: For anything that is not a seed checkpoint, or a --n-heads that contradicts the stored config.
+    """
+    checkpoint = load_checkpoint_file(path)
+    stored, form = None, "bare state dict"
+    if isinstance(checkpoint, dict) and "model_state_dict" in checkpoint:
+        state_dict, stored = checkpoint["model_state_dict"], checkpoint.get("config")
+        form = "training checkpoint"
+        if isinstance(stored, PickledSeedConfig):
+            stored, form = stored.fields, form + " with a pickled config.GPTConfig"
+        elif isinstance(stored, dict):
+            form += " with a config dict"
+        elif stored is not None:
+            raise ValueError(f"{path}: the checkpoint's config is a {type(stored).__name__}, not the seed's fields")
+    else:
+        state_dict = checkpoint
+    if not isinstance(state_dict, dict) or not all(isinstance(t, torch.Tensor) for t in state_dict.values()):
+        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict or a seed training checkpoint")
+    stripped = strip_wrapper_prefixes(state_dict)
+    prefixes = sorted({key.removesuffix(name) for key, name in zip(state_dict, stripped, strict=True) if key != name})
+    if prefixes:
+        form += ", keys prefixed " + " and ".join(prefixes)
+    state_dict = stripped
+    what = f"{path} is not a seed GPT checkpoint"
+
+    if "tok_emb.weight" not in state_dict or "pos_emb.weight" not in state_dict:
+        check_state_dict(state_dict, dict.fromkeys(seed_rename_table(12, False)), what)  # raises: keys are missing
+    fields = seed_sizes_from_state_dict(state_dict) | (stored or {})
+    if n_heads is not None and stored and "n_heads" in stored and stored["n_heads"] != n_heads:
+        raise ValueError(f"conflicting --n-heads {n_heads}: the checkpoint's config says n_heads={stored['n_heads']}")
+    if n_heads is not None:
+        fields["n_heads"] = n_heads
+    elif "n_heads" not in fields:
+        if fields["emb_dim"] % SEED_HEAD_DIM:
+            emb_dim = fields["emb_dim"]
+            raise ValueError(f"{path} stores no config and emb_dim {emb_dim} is no multiple of 64: pass --n-heads")
+        fields["n_heads"] = fields["emb_dim"] // SEED_HEAD_DIM
+        logger.warning(
+            "%s stores no config: assuming head size %d, so n_heads = %d. Pass --n-heads if the model was trained "
+            "with another number of heads (a wrong value gives a model that loads but computes garbage).",
+            path,
+            SEED_HEAD_DIM,
+            fields["n_heads"],
+        )
+    config = seed_config_to_gpt2edu(fields)
+
+    table = seed_rename_table(config.n_layers, config.qkv_bias)
+    model_shapes = {name: p.shape for name, p in empty_model(GPT2EduForCausalLM, config).state_dict().items()}
+    buffers = tuple(f"trf_blocks.{i}.{name}" for i in range(config.n_layers) for name in SEED_BUFFER_KEYS)
+    check_state_dict(state_dict, {seed: model_shapes[ours] for seed, ours in table.items()}, what, ignored=buffers)
+    state_dict = seed_to_gpt2edu_state_dict(state_dict, config.n_layers, config.qkv_bias)
+    return Source(f"seed checkpoint {path.name} ({form})", config, state_dict)
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    """The safetensors files of a save_pretrained folder: model.safetensors, or the shards its index lists."""
+    index = folder / "model.safetensors.index.json"
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    if index.is_file():
+        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return []
+
+
+def load_weights_from_folder(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a save_pretrained folder (safetensors, or an older pytorch_model.bin), memory-mapped."""
+    files = safetensors_files(folder)
+    if not files and (folder / "pytorch_model.bin").is_file():
+        state_dict = load_checkpoint_file(folder / "pytorch_model.bin")
+        if not isinstance(state_dict, dict) or not all(isinstance(t, torch.Tensor) for t in state_dict.values()):
+            raise ValueError(f"{folder / 'pytorch_model.bin'} is not a state dict")
+        return state_dict
+    if not files:
+        raise ValueError(f"{folder} holds no model.safetensors or pytorch_model.bin")
+    state_dict = {}
+    for file in files:
+        try:
+            with safe_open(file, framework="pt") as weights:
+                state_dict.update({name: weights.get_tensor(name) for name in weights.keys()})
+        except Exception as error:  # safetensors raises its own error types for damaged files
+            raise ValueError(f"cannot read {file}: {error}") from error
+    return state_dict
+
+
+def read_hf_folder(folder: Path) -> Source:
+    """Read a save_pretrained folder of a gpt2edu or a transformers GPT-2 model."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{folder} is a folder without config.json: pass a model folder or a seed .pth file")
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{config_file} is not a JSON object: {error}") from error
+    if model_type not in ("gpt2edu", "gpt2"):
+        raise ValueError(f"{folder} holds a {model_type!r} model; this converter reads gpt2edu and gpt2 models")
+    state_dict = load_weights_from_folder(folder)
+    what = f"{folder} does not hold the {model_type} model its config describes"
+    if model_type == "gpt2edu":
+        config = model_config = GPT2EduConfig.from_pretrained(folder)
+        model_class, head, embedding = GPT2EduForCausalLM, "out_head.weight", "model.tok_emb.weight"
+    else:
+        model_config = GPT2Config.from_pretrained(folder)
+        config = gpt2_config_to_gpt2edu(model_config)
+        model_class, head, embedding = GPT2LMHeadModel, "lm_head.weight", "transformer.wte.weight"
+        state_dict = normalize_gpt2_keys(state_dict)
+    shapes = {name: p.shape for name, p in empty_model(model_class, model_config).state_dict().items()}
+    check_state_dict(state_dict, shapes, what, optional=(head,) if config.tie_word_embeddings else ())
+    state_dict.setdefault(head, state_dict[embedding])  # save_pretrained writes a tied head once, as the embedding
+    if model_type == "gpt2":
+        state_dict = gpt2_to_gpt2edu_state_dict(state_dict, config.n_layers)
+    return Source(f"{model_type} folder {folder.name}", config, state_dict)
+
+
+def read_source(src: Path, n_heads: int | None = None) -> Source:
+    """Detect what SRC is (a model folder or a seed checkpoint file) and read it into gpt2edu's layout."""
+    if src.is_dir():
+        if n_heads is not None:
+            raise ValueError(f"--n-heads is for seed checkpoints without a config; {src} has a config.json")
+        return read_hf_folder(src)
+    if not src.is_file():
+        raise ValueError(f"no such file or folder: {src}")
+    return read_seed_checkpoint(src, n_heads)
+
+
+# --- building and writing ------------------------------------------------------------------------------------------
+
+
+def build_model(source: Source, to: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """A gpt2edu (to="gpt2edu") or GPT2LMHeadModel (to="gpt2") whose parameters are the source's tensors.
+
+    The model is built on the meta device and the tensors are assigned to it, not copied into it, so a memory-mapped
+    checkpoint stays in its file until it is written out.
+    """
+    state_dict = source.state_dict
+    if dtype is not None:
+        state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
+    config, model_class = source.config, GPT2EduForCausalLM
+    if to == "gpt2":
+        state_dict = gpt2edu_to_gpt2_state_dict(state_dict, config.n_layers)
+        config, model_class = gpt2edu_config_to_gpt2(config), GPT2LMHeadModel
+    model = empty_model(model_class, config)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.tie_weights()  # HF: assign gave the head and the embedding separate Parameters; tie them again
+    return model.eval()
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out_dir: str | os.PathLike, force: bool = False):
+    """Yield an empty temporary folder beside `out_dir`; rename it to `out_dir` only if the block succeeds.
+
+    On any failure the temporary folder is removed and `out_dir` is left as it was, so no half-written folder is ever
+    seen at `out_dir`. With `force`, an existing `out_dir` is replaced (only once the new one is complete).
+
+    Raises:
+        ValueError: If `out_dir` is a file, or a non-empty folder and `force` is not set.
+    """
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = new_sibling_dir(out_dir, "partial")  # same file system as out_dir, so the final rename is atomic
+    try:
+        yield tmp
+        if out_dir.exists():
+            old = new_sibling_dir(out_dir, "old")
+            out_dir.rename(old / out_dir.name)  # set the old folder aside: it comes back if the rename below fails
+            try:
+                tmp.rename(out_dir)
+            except OSError:
+                (old / out_dir.name).rename(out_dir)
+                raise
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
+
+
+def new_sibling_dir(path: Path, tag: str) -> Path:
+    """Create an empty hidden folder beside `path` (".NAME.TAG-xxxxxxxx"), with the usual permissions."""
+    while True:
+        candidate = path.with_name(f".{path.name}.{tag}-{secrets.token_hex(4)}")
+        with contextlib.suppress(FileExistsError):
+            candidate.mkdir()  # unlike tempfile.mkdtemp's 0700, honours the umask like any folder the user makes
+            return candidate
+
+
+def check_output_dir(out_dir: Path, force: bool) -> None:
+    """Raise ValueError if writing to `out_dir` would destroy something the user did not ask to replace."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ValueError(f"{out_dir} exists and is not empty; pass --force to replace it")
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors have the same dtype, shape and bytes (unlike ==, this holds for NaNs too)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+
+
+def verify_saved_weights(folder: Path, model: PreTrainedModel) -> int:
+    """Read back the weights written to `folder` and check each against the model's tensor; return how many.
+
+    Raises:
+        RuntimeError: If a tensor is missing, extra or different.
+    """
+    expected = model.state_dict()
+    written = set()
+    for file in safetensors_files(folder):
+        with safe_open(file, framework="pt") as weights:
+            names = list(weights.keys())
+        for name in names:
+            if name not in expected:
+                raise RuntimeError(f"verification failed: {file} holds {name}, which the model does not have")
+            # memory: a fresh memory map per tensor, released right after, so the file is never in memory whole
+            with safe_open(file, framework="pt") as weights:
+                if not same_bits(weights.get_tensor(name), expected[name]):
+                    raise RuntimeError(f"verification failed: {name} as written to {file} differs from its source")
+            written.add(name)
+    for name, tensor in expected.items():
+        # save_pretrained writes tied weights once: a tensor not written must share memory with one that was.
+        if name not in written and not any(tensor.data_ptr() == expected[other].data_ptr() for other in written):
+            raise RuntimeError(f"verification failed: {name} was not written to {folder}")
+    return len(written)
+
+
+@functools.cache
+def default_tokenizer():
+    """GPT-2's tokenizer, built once per process: a training run saves a folder at every checkpoint."""
+    return gpt2_tokenizer()
+
+
+def save_model_folder(
+    model: PreTrainedModel,
+    out_dir: str | os.PathLike,
+    tokenizer=None,
+    model_card: str | None = None,
+    force: bool = False,
+) -> int:
+    """Write a complete, verified model folder, atomically.
+
+    The folder gets config.json, model.safetensors, generation_config.json, the tokenizer files, a README.md model
+    card, and for gpt2edu models the two code files (config.json's auto_map points at them).
+
+    Args:
+        model: The model to save.
+        out_dir: The folder to create.
+        tokenizer: The tokenizer to save with it; GPT-2's when None.
+        model_card: Text of README.md; none is written when None.
+        force: Replace an existing non-empty `out_dir`.
+
+    Returns:
+        The number of tensors written and verified to equal the model's.
+    """
+    with atomic_output_dir(out_dir, force) as tmp:
+        model.save_pretrained(tmp)
+        (tokenizer if tokenizer is not None else default_tokenizer()).save_pretrained(tmp)
+        if model_card is not None:
+            (tmp / "README.md").write_text(model_card)
+        return verify_saved_weights(tmp, model)
+
+
+def describe_model(config: GPT2EduConfig, n_params: int, dtype: torch.dtype) -> str:
+    """'124.4M parameters: 12 layers, emb_dim 768, ...' in one line."""
+    size = f"{n_params / 1e6:.1f}M" if n_params >= 1e6 else f"{n_params:,}"
+    return (
+        f"{size} parameters: {config.n_layers} layers, emb_dim {config.emb_dim}, {config.n_heads} "
+        f"heads, context {config.context_length}, vocabulary {config.vocab_size}, "
+        f"{'tied' if config.tie_word_embeddings else 'untied'} output head, {str(dtype).removeprefix('torch.')}"
+    )
+
+
+def model_card(source: Source, model: PreTrainedModel, to: str, repo_id: str) -> str:
+    """The README.md of a converted folder: size, provenance and how to load it."""
+    summary = describe_model(source.config, sum(p.numel() for p in model.parameters()), model.dtype)
+    remote = ", trust_remote_code=True" if to == "gpt2edu" else ""
+    how = (
+        "gpt2edu's own code (`modeling_gpt2edu.py`, `configuration_gpt2edu.py`) is in this repository, so "
+        "`trust_remote_code=True` loads it without installing anything."
+        if to == "gpt2edu"
+        else "It is a plain transformers `GPT2LMHeadModel`: any tool that serves GPT-2 serves it, no custom code."
+    )
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags:
+- gpt2edu
+- gpt2
+---
+
+# {repo_id}
+
+A GPT-2 language model, {summary}.
+
+## Provenance
+
+Converted by gpt2edu's `convert_checkpoint.py` from the {source.description}, to the {to} layout. After writing,
+every tensor was read back and checked to equal its source bit for bit.
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("{repo_id}"{remote})
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
+```
+
+{how} The tokenizer is GPT-2's byte-level BPE, with exactly tiktoken's `gpt2` token ids.
+"""
+
+
+def push_to_hub(folder: Path, repo_id: str, private: bool = False) -> str:
+    """Upload every file of `folder` to the Hub model repo `repo_id` in one commit; return the repo's URL."""
+    api = HfApi()
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+    operations = [
+        CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path))
+        for path in sorted(folder.iterdir())
+        if path.is_file()
+    ]
+    api.create_commit(repo_id=repo_id, operations=operations, commit_message="Upload model from convert_checkpoint.py")
+    return str(repo_url)
+
+
+# --- command line --------------------------------------------------------------------------------------------------
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="convert_checkpoint.py",
+        description="Convert a seed .pth checkpoint or a gpt2edu / GPT-2 model folder into a gpt2edu or GPT-2 folder.",
+    )
+    parser.add_argument(
+        "src", metavar="SRC", help="seed checkpoint (.pth/.pt) or model folder (gpt2edu or transformers GPT-2)"
+    )
+    parser.add_argument(
+        "out_dir", metavar="OUT_DIR", help="folder to write (must not exist or be empty, unless --force)"
+    )
+    parser.add_argument(
+        "--to", choices=("gpt2edu", "gpt2"), default="gpt2edu", help="layout to write (default: gpt2edu)"
+    )
+    parser.add_argument("--n-heads", type=int, metavar="N", help="attention heads, for a seed file with no config")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="store weights as (default: as read)")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="then upload the folder to the Hub")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private (with --push-to-hub)")
+    args = parser.parse_args(argv)
+    if args.n_heads is not None and args.n_heads < 1:
+        parser.error(f"--n-heads must be at least 1, got {args.n_heads}")
+    if args.private and not args.push_to_hub:
+        parser.error("--private only applies with --push-to-hub")
+    src, out_dir = Path(args.src).resolve(), Path(args.out_dir).resolve()
+    if args.force and (src == out_dir or out_dir in src.parents):
+        parser.error(f"{args.src} lies inside {args.out_dir}; --force would delete it. Choose another OUT_DIR")
+    return args
+
+
+def convert(args: argparse.Namespace) -> int:
+    """Read, build, write, verify and (optionally) push; return the number of verified tensors."""
+    out_dir = Path(args.out_dir)
+    check_output_dir(out_dir, args.force)  # fail before the slow part
+    source = read_source(Path(args.src), args.n_heads)
+    print(f"Read {source.description}")
+    model = build_model(source, args.to, DTYPES.get(args.dtype))
+    print(f"Model: {describe_model(source.config, sum(p.numel() for p in model.parameters()), model.dtype)}")
+    card = model_card(source, model, args.to, args.push_to_hub or out_dir.name)
+    verified = save_model_folder(model, out_dir, model_card=card, force=args.force)
+    print(f"Wrote {args.to} folder {out_dir}: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
+    print(f"verified: {verified} tensors in {out_dir} equal their source")
+    if args.push_to_hub:
+        try:
+            url = push_to_hub(out_dir, args.push_to_hub, args.private)
+        except Exception as error:  # network edge: HTTP, connection and auth failures come in many types
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise OSError(f"push to {args.push_to_hub} failed ({reason}); {out_dir} is complete") from error
+        print(f"Pushed to {url}")
+    return verified
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    transformers_logging.disable_progress_bar()
+    try:
+        convert(args)
+    except (ValueError, OSError, RuntimeError) as error:
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # always one line
+        print(f"convert_checkpoint.py: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
