@@ -1,0 +1,435 @@
+"""The converter: seed checkpoints, GPT-2 folders and gpt2edu folders, in every direction, and safely.
+
+Seed checkpoints are built here with an independent implementation of the seed's model (seed_reference.py), so a
+conversion passes only if the converted model computes what the seed's model computes.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import ROOT, tiny_config
+from huggingface_hub import HfApi
+from safetensors import safe_open
+from seed_reference import SeedConfig, config_module, generate_text_simple, seed_model
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+import convert_checkpoint
+from convert_checkpoint import (
+    atomic_output_dir,
+    gpt2_to_gpt2edu_state_dict,
+    main,
+    normalize_gpt2_keys,
+    seed_to_gpt2edu_state_dict,
+    strip_wrapper_prefixes,
+)
+from modeling_gpt2edu import GPT2EduForCausalLM
+
+SEED_FORMS = ["bare", "dict_config", "dataclass_config", "prefixed"]
+PROJECT_MODULES = ["modeling_gpt2edu", "configuration_gpt2edu", "tokenization_gpt2edu", "convert_checkpoint"]
+
+
+def save_seed_checkpoint(path: Path, model, form: str, monkeypatch) -> Path:
+    """Write `model` the way the seed's train.py does: a bare state dict, or save_checkpoint's dict."""
+    fields = dataclasses.asdict(model.seed_config)
+    state_dict = model.state_dict()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: the step fills the state, keeps the weights
+    model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
+    optimizer.step()
+    if form == "bare":
+        torch.save(state_dict, path)
+        return path
+    if form == "dataclass_config":
+        # The seed pickles an instance of its config.GPTConfig; the module exists only while saving, so the converter
+        # has to read the file without it, as it would on a machine without the seed's code.
+        module = config_module()
+        monkeypatch.setitem(sys.modules, "config", module)
+        config = module.GPTConfig(**fields)
+    else:
+        config = fields
+    if form == "prefixed":
+        state_dict = {f"_orig_mod.{name}": tensor for name, tensor in state_dict.items()}  # torch.compile's prefix
+    torch.save(
+        {"model_state_dict": state_dict, "optimizer_state_dict": optimizer.state_dict(), "config": config}, path
+    )
+    monkeypatch.delitem(sys.modules, "config", raising=False)
+    return path
+
+
+def reference_model(**overrides):
+    model = seed_model(**overrides)
+    model.seed_config = SeedConfig(**overrides)
+    return model
+
+
+def convert(*args) -> int:
+    return main([str(arg) for arg in args])
+
+
+def one_error_line(capsys) -> str:
+    """The converter's stderr, which must be exactly one `convert_checkpoint.py: error: ...` line."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convert_checkpoint.py: error: "), lines
+    return lines[0]
+
+
+# --- seed checkpoints -> gpt2edu and GPT-2 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+@pytest.mark.parametrize("form", SEED_FORMS)
+def test_seed_checkpoint_converts_to_the_seed_models_logits_and_continuations(tmp_path, monkeypatch, form, qkv_bias):
+    reference = reference_model(qkv_bias=qkv_bias)
+    src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference, form, monkeypatch)
+    n_heads = ["--n-heads", 4] if form == "bare" else []  # a bare state dict does not say how many heads
+    assert convert(src, tmp_path / "out", *n_heads) == 0
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert isinstance(model, GPT2EduForCausalLM) and model.config.qkv_bias == qkv_bias
+    input_ids = torch.randint(0, 101, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids).logits, reference(input_ids))
+
+    prompt = torch.randint(0, 101, (2, 5))
+    expected = generate_text_simple(reference.double(), prompt, max_new_tokens=10, context_size=32)
+    actual = model.double().generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=10, do_sample=False
+    )
+    assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_seed_checkpoint_exported_to_gpt2_gives_the_seed_models_logits(tmp_path, monkeypatch, qkv_bias):
+    reference = reference_model(qkv_bias=qkv_bias)
+    src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference, "dict_config", monkeypatch)
+    assert convert(src, tmp_path / "gpt2", "--to", "gpt2") == 0
+
+    assert not list((tmp_path / "gpt2").glob("*.py"))  # plain transformers, no custom code
+    model = GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2").eval()
+    input_ids = torch.randint(0, 101, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids).logits, reference(input_ids))
+
+
+def test_bare_state_dict_assumes_head_size_64_and_says_so(tmp_path, monkeypatch, caplog):
+    reference = reference_model(emb_dim=128, n_heads=2)
+    src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference, "bare", monkeypatch)
+    assert convert(src, tmp_path / "out") == 0
+    assert "assuming head size 64" in caplog.text and "--n-heads" in caplog.text
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert model.config.n_heads == 2
+    input_ids = torch.randint(0, 101, (1, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids).logits, reference(input_ids))
+
+
+def test_dtype_stores_the_weights_rounded_once(tmp_path, monkeypatch):
+    reference = reference_model()
+    src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference, "dict_config", monkeypatch)
+    assert convert(src, tmp_path / "out", "--dtype", "bfloat16") == 0
+
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "bfloat16"
+    with safe_open(tmp_path / "out" / "model.safetensors", framework="pt") as weights:
+        tok_emb = weights.get_tensor("model.tok_emb.weight")
+    assert torch.equal(tok_emb, reference.tok_emb.weight.detach().to(torch.bfloat16))
+
+
+def test_seed_mapping_renames_without_copying_and_drops_the_mask():
+    reference = reference_model(qkv_bias=True)
+    state_dict = reference.state_dict()
+    converted = seed_to_gpt2edu_state_dict(state_dict, n_layers=2, qkv_bias=True)
+    assert converted.keys() == GPT2EduForCausalLM(tiny_config(context_length=32, qkv_bias=True)).state_dict().keys()
+    assert converted["model.trf_blocks.1.att.W_key.bias"] is state_dict["trf_blocks.1.att.W_key.bias"]
+    assert not any(name.endswith("mask") for name in converted)
+
+
+def test_wrapper_prefixes_are_stripped_at_any_nesting():
+    tensor = torch.zeros(1)
+    stripped = strip_wrapper_prefixes({"module._orig_mod.tok_emb.weight": tensor, "_orig_mod.out_head.weight": tensor})
+    assert stripped.keys() == {"tok_emb.weight", "out_head.weight"}
+    with pytest.raises(ValueError, match="twice"):
+        strip_wrapper_prefixes({"module.tok_emb.weight": tensor, "tok_emb.weight": tensor})
+
+
+# --- transformers' GPT-2 <-> gpt2edu ------------------------------------------------------------------------------
+
+
+def gpt2_model(tie: bool) -> GPT2LMHeadModel:
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=101,
+        n_positions=32,
+        n_embd=32,
+        n_head=4,
+        n_layer=2,
+        tie_word_embeddings=tie,
+        bos_token_id=100,
+        eos_token_id=100,
+    )
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # random biases and norms, so that a misplaced one would show
+        for param in model.parameters():
+            if param.dim() == 1:
+                param.normal_(0.0, 0.1)
+    return model
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_gpt2_folder_round_trips_through_gpt2edu_bit_exactly(tmp_path, tie):
+    original = gpt2_model(tie)
+    original.save_pretrained(tmp_path / "gpt2")
+    assert convert(tmp_path / "gpt2", tmp_path / "edu") == 0
+    assert convert(tmp_path / "edu", tmp_path / "back", "--to", "gpt2") == 0
+
+    edu = AutoModelForCausalLM.from_pretrained(tmp_path / "edu").eval()
+    assert isinstance(edu, GPT2EduForCausalLM) and edu.config.tie_word_embeddings == tie
+    input_ids = torch.randint(0, 101, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(edu(input_ids).logits, original(input_ids).logits, atol=1e-5, rtol=0)
+
+    back = GPT2LMHeadModel.from_pretrained(tmp_path / "back")
+    assert back.config.tie_word_embeddings == tie
+    expected, actual = original.state_dict(), back.state_dict()
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(actual[name], expected[name]), name
+
+
+def test_openai_hub_layout_reads_like_save_pretrained_layout():
+    state_dict = gpt2_model(tie=True).state_dict()
+    # OpenAI's files on the Hub come from the bare GPT2Model (no `transformer.` prefix) and hold old mask buffers.
+    hub_layout = {name.removeprefix("transformer."): tensor for name, tensor in state_dict.items()}
+    hub_layout["h.0.attn.bias"] = torch.ones(1, 1, 32, 32)
+    expected = gpt2_to_gpt2edu_state_dict(state_dict, n_layers=2)
+    actual = gpt2_to_gpt2edu_state_dict(normalize_gpt2_keys(hub_layout), n_layers=2)
+    assert actual.keys() == expected.keys()
+    assert all(torch.equal(actual[name], expected[name]) for name in expected)
+
+
+# --- the Hub, and loading as a Hub user with remote code ---------------------------------------------------------
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch) -> SimpleNamespace:
+    """Replace the Hub's network edge with a folder: create_repo makes a folder, create_commit writes the files."""
+    hub = tmp_path / "hub"
+    created = []
+
+    class LocalHubApi(HfApi):
+        def create_repo(self, repo_id, *, private=None, exist_ok=False, **kwargs):
+            (hub / repo_id).mkdir(parents=True, exist_ok=exist_ok)
+            created.append((repo_id, private))
+            return f"https://huggingface.co/{repo_id}"
+
+        def create_commit(self, repo_id, operations, *, commit_message, **kwargs):
+            for operation in operations:
+                with operation.as_file() as file:
+                    (hub / repo_id / operation.path_in_repo).write_bytes(file.read())
+
+    monkeypatch.setattr(convert_checkpoint, "HfApi", LocalHubApi)
+    return SimpleNamespace(root=hub, created=created)
+
+
+LOAD_AS_HUB_USER = """
+import json, sys
+sys.modules.update({name: None for name in json.loads(sys.argv[4])})  # the project is not installed
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)
+with torch.no_grad():
+    torch.save(model(torch.load(sys.argv[2], weights_only=True)).logits, sys.argv[3])
+print(json.dumps({"module": type(model).__module__, "ids": tokenizer.encode("Hello world")}))
+"""
+
+
+def test_pushed_folder_loads_with_remote_code_without_the_project(tmp_path, monkeypatch, fake_hub):
+    reference = reference_model(qkv_bias=True)
+    src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference, "dataclass_config", monkeypatch)
+    assert convert(src, tmp_path / "out", "--push-to-hub", "someone/gpt2edu-tiny", "--private") == 0
+    repo = fake_hub.root / "someone" / "gpt2edu-tiny"
+    assert fake_hub.created == [("someone/gpt2edu-tiny", True)]
+    assert sorted(p.name for p in repo.iterdir()) == sorted(p.name for p in (tmp_path / "out").iterdir())
+    card = (repo / "README.md").read_text()
+    assert "parameters" in card and "seed checkpoint gpt2_model.pth" in card and "trust_remote_code=True" in card
+
+    input_ids = torch.randint(0, 101, (2, 16))
+    torch.save(input_ids, tmp_path / "input_ids.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    command = [sys.executable, "-c", LOAD_AS_HUB_USER, repo, tmp_path / "input_ids.pt", tmp_path / "logits.pt"]
+    result = subprocess.run(
+        [*map(str, command), json.dumps(PROJECT_MODULES)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["module"].startswith("transformers_modules")  # the code that came with the folder
+    assert loaded["ids"] == [15496, 995]  # tiktoken's ids for "Hello world"
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), reference(input_ids))
+
+
+def test_failed_push_is_one_line_and_leaves_the_folder(tmp_path, monkeypatch, capsys):
+    class UnreachableHubApi(HfApi):
+        def create_repo(self, *args, **kwargs):
+            raise ConnectionError("Connection refused\nmore detail")
+
+    monkeypatch.setattr(convert_checkpoint, "HfApi", UnreachableHubApi)
+    src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference_model(), "dict_config", monkeypatch)
+    assert convert(src, tmp_path / "out", "--push-to-hub", "someone/model") == 2
+    assert "Connection refused" in one_error_line(capsys)
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+# --- untrusted and bad input --------------------------------------------------------------------------------------
+
+
+class Exploit:
+    """Pickles as a call to os.system: what a malicious checkpoint looks like."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_pickle_that_would_run_code_is_refused_before_anything_runs(tmp_path, capsys, zip_format):
+    marker = tmp_path / "exploited"
+    checkpoint = {"model_state_dict": reference_model().state_dict(), "config": Exploit(marker)}
+    torch.save(checkpoint, tmp_path / "evil.pth", _use_new_zipfile_serialization=zip_format)
+    assert convert(tmp_path / "evil.pth", tmp_path / "out") == 2
+    assert "system" in one_error_line(capsys)
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_a_malicious_checkpoint_without_a_traceback(tmp_path):
+    marker = tmp_path / "exploited"
+    torch.save({"model_state_dict": {}, "config": Exploit(marker)}, tmp_path / "evil.pth")
+    command = [sys.executable, ROOT / "convert_checkpoint.py", tmp_path / "evil.pth", tmp_path / "out"]
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("convert_checkpoint.py: error: refusing to load") and "posix.system" in lines[0]
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def write_truncated(tmp_path, checkpoint):
+    data = checkpoint.read_bytes()
+    (tmp_path / "bad.pth").write_bytes(data[: len(data) // 2])
+
+
+def write_text(tmp_path, checkpoint):
+    (tmp_path / "bad.pth").write_text("step,loss\n1,10.9\n2,10.1\n")
+
+
+def write_empty(tmp_path, checkpoint):
+    (tmp_path / "bad.pth").write_bytes(b"")
+
+
+def write_foreign(tmp_path, checkpoint):
+    torch.save(torch.nn.Linear(3, 4).state_dict(), tmp_path / "bad.pth")
+
+
+def write_wrong_shape(tmp_path, checkpoint):
+    state_dict = torch.load(checkpoint, weights_only=True)
+    state_dict["trf_blocks.1.att.W_key.weight"] = torch.zeros(32, 30)
+    torch.save(state_dict, tmp_path / "bad.pth")
+
+
+def write_unknown_config_class(tmp_path, checkpoint):
+    module = config_module()
+    module.__name__ = module.GPTConfig.__module__ = "train"  # the right fields, under another name
+    sys.modules["train"] = module
+    try:
+        state_dict = torch.load(checkpoint, weights_only=True)
+        torch.save({"model_state_dict": state_dict, "config": module.GPTConfig()}, tmp_path / "bad.pth")
+    finally:
+        del sys.modules["train"]
+
+
+def write_llama_folder(tmp_path, checkpoint):
+    (tmp_path / "bad.pth").mkdir()
+    (tmp_path / "bad.pth" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+
+
+@pytest.mark.parametrize(
+    "write_bad_input, args, message",
+    [
+        (None, [], "no such file or folder"),
+        (write_truncated, [], "cannot read"),
+        (write_text, [], "cannot read"),
+        (write_empty, [], "cannot read"),
+        (write_foreign, [], "missing keys tok_emb.weight, pos_emb.weight, final_norm.scale, final_norm.shift (+"),
+        (write_foreign, [], "unexpected keys weight, bias"),
+        (
+            write_wrong_shape,
+            ["--n-heads", "4"],
+            "trf_blocks.1.att.W_key.weight has shape (32, 30), but its config needs (32, 32)",
+        ),
+        (write_unknown_config_class, [], "train.GPTConfig"),
+        (write_llama_folder, [], "'llama'"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, write_bad_input, args, message):
+    checkpoint = tmp_path / "good.pth"
+    torch.save(reference_model().state_dict(), checkpoint)
+    if write_bad_input is not None:
+        write_bad_input(tmp_path, checkpoint)
+    assert convert(tmp_path / "bad.pth", tmp_path / "out", *args) == 2
+    assert message in one_error_line(capsys)
+    assert {p.name for p in tmp_path.iterdir()} <= {"good.pth", "bad.pth"}  # no out, no partial folder
+
+
+def test_n_heads_that_contradicts_the_stored_config_is_refused(tmp_path, monkeypatch, capsys):
+    src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference_model(), "dict_config", monkeypatch)
+    assert convert(src, tmp_path / "out", "--n-heads", 2) == 2
+    assert "conflicting --n-heads 2: the checkpoint's config says n_heads=4" in one_error_line(capsys)
+
+
+# --- writing: never half a folder, never over someone's files ------------------------------------------------------
+
+
+def test_existing_folder_is_kept_unless_force(tmp_path, monkeypatch, capsys):
+    src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference_model(), "dict_config", monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert convert(src, out) == 2
+    assert "--force" in one_error_line(capsys)
+    assert (out / "notes.txt").read_text() == "mine"
+
+    assert convert(src, out, "--force") == 0
+    assert not (out / "notes.txt").exists() and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2_model.pth", "out"]  # no temporary folders left
+
+
+def test_force_refuses_to_delete_the_source(tmp_path, monkeypatch):
+    src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference_model(), "dict_config", monkeypatch)
+    with pytest.raises(SystemExit) as error:
+        convert(src, tmp_path, "--force")
+    assert error.value.code == 2 and src.is_file()
+
+
+def test_atomic_output_dir_leaves_nothing_behind_on_failure(tmp_path):
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_output_dir(tmp_path / "out") as partial:
+            (partial / "model.safetensors").write_bytes(b"half")
+            raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text("{}")
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(tmp_path / "out", force=True) as partial:
+            raise RuntimeError("interrupted")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "config.json").is_file()
