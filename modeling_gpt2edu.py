@@ -286,6 +286,63 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
 
 
+class NextTokenCrossEntropy(torch.autograd.Function):
+    """Cross-entropy of next-token logits, with its textbook gradient, softmax(logits) - one_hot(target), written out.
+
+    speed: F.cross_entropy's backward zero-fills a (tokens, vocab_size) tensor, scatters the targets into it, then runs
+    log_softmax's backward over it; with GPT-2's 50257-token vocabulary those passes cost about as much as the blocks.
+    This backward turns the saved log-probabilities into the gradient in place, in one pass and no new memory.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, num_items_in_batch):
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (tokens, vocab_size)
+        scored = targets != ignore_index
+        targets = targets.where(scored, 0)
+        # HF: Trainer passes the number of scored tokens in the whole accumulated batch, so that gradient
+        # accumulation averages exactly; on its own the loss is the mean over this batch's scored tokens.
+        num_items = scored.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch)
+        num_items = num_items.to(logits.device)
+        ctx.save_for_backward(log_probs, targets, scored, num_items)
+        ctx.logits_dtype = logits.dtype
+        return -(log_probs.gather(1, targets[:, None]).squeeze(1) * scored).sum() / num_items
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor):
+        # A second backward through the same graph finds log_probs modified and raises, rather than going wrong.
+        log_probs, targets, scored, num_items = ctx.saved_tensors
+        grad = log_probs.exp_()  # softmax, written over the saved log-probabilities
+        grad[torch.arange(len(targets), device=grad.device), targets] -= 1  # minus the one-hot targets
+        grad *= (scored * grad_loss / num_items)[:, None]  # unscored positions get no gradient
+        return grad.to(ctx.logits_dtype), None, None, None
+
+
+def next_token_loss(
+    logits: torch.Tensor,
+    labels: torch.LongTensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.LongTensor | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """The language-modelling loss: position t is scored on token t + 1; labels equal to ignore_index are skipped.
+
+    Args:
+        logits: (batch, seq, vocab_size).
+        labels: (batch, seq), usually the input ids; or pass `shift_labels`, already shifted.
+        num_items_in_batch: HF: Trainer's count of scored tokens over the accumulated batch, the mean's divisor.
+        ignore_index: Label of positions not to score.
+
+    Returns:
+        The scalar loss, as transformers' `ForCausalLMLoss` computes it.
+    """
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[:, 1:]  # nothing follows the last position
+    targets = shift_labels.reshape(-1).to(logits.device)
+    return NextTokenCrossEntropy.apply(logits.flatten(0, -2), targets, ignore_index, num_items_in_batch)
+
+
 class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
     """GPT-2 with its output head: next-token logits over the vocabulary, a loss, and `generate()`."""
 
@@ -352,9 +409,7 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
-            # HF: the library's shifted cross-entropy (ignore_index -100); it also honours Trainer's
-            # num_items_in_batch for exact gradient accumulation.
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = next_token_loss(logits, labels, **kwargs)  # HF: kwargs may carry Trainer's num_items_in_batch
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
 
 
