@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, default_data_collator, get_scheduler
 
 from configuration_gpt2edu import GPT2EduConfig
+from convert_checkpoint import push_to_hub
 from modeling_gpt2edu import GPT2EduForCausalLM
 from tokenization_gpt2edu import gpt2_tokenizer, tiktoken_encoding
 
@@ -118,6 +119,8 @@ def validate_args(args: argparse.Namespace) -> None:
         path = getattr(args, name)
         if path is not None and not os.path.isfile(path):
             raise UsageError(f"--{name} {path!r} does not exist")
+        if path is not None and os.path.getsize(path) == 0:
+            raise UsageError(f"--{name} {path!r} is empty")
         if path is not None and Path(path).suffix not in (".txt", ".json", ".jsonl", ".parquet"):
             raise UsageError(f"--{name} must be a .txt, .json, .jsonl or .parquet file, got {path!r}")
     if args.dataset_name and args.train_file:
@@ -130,7 +133,7 @@ def validate_args(args: argparse.Namespace) -> None:
 
 def parse_config_overrides(text: str) -> dict:
     """'emb_dim=64,n_layers=2,qkv_bias=true' -> {'emb_dim': 64, 'n_layers': 2, 'qkv_bias': True}."""
-    fields = {field.name: field for field in dataclasses.fields(GPT2EduConfig)}
+    fields = {f.name: f for f in dataclasses.fields(GPT2EduConfig) if f.name in GPT2EduConfig.__annotations__}
     overrides = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, raw = item.partition("=")
@@ -167,25 +170,32 @@ def load_raw_datasets(args: argparse.Namespace) -> tuple[datasets.DatasetDict | 
     suffix = Path(data_files["train"]).suffix
     builder = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}[suffix]
     # A .txt file is one running text read line by line (newlines kept); json and parquet rows are documents.
-    options = {"keep_linebreaks": True} if builder == "text" else {}
+    # memory: read text files 1 MB at a time (datasets' default is 10 MB)
+    options = {"keep_linebreaks": True, "chunksize": 1 << 20} if builder == "text" else {}
     if not args.streaming and "validation" not in data_files:
         # run_clm's split: the first N% of the training file is held out for validation.
-        pct = args.validation_split_percentage
-        validation = datasets.load_dataset(builder, data_files=data_files, split=f"train[:{pct}%]", **options)
-        train = datasets.load_dataset(builder, data_files=data_files, split=f"train[{pct}%:]", **options)
-        return datasets.DatasetDict(train=train, validation=validation), builder != "text"
+        full = datasets.load_dataset(builder, data_files=data_files, split="train", **options)
+        n_validation = min(math.ceil(len(full) * args.validation_split_percentage / 100), len(full) - 1)
+        splits = datasets.DatasetDict(
+            train=full.select(range(n_validation, len(full))), validation=full.select(range(n_validation))
+        )
+        return splits, builder != "text"
     return datasets.load_dataset(builder, data_files=data_files, streaming=args.streaming, **options), builder != "text"
 
 
 def tokenize_and_pack(raw, block_size: int, text_column: str, documents: bool):
-    """Tokenize with tiktoken's batch encoder and cut the token stream into blocks of exactly `block_size`."""
+    """Tokenize with tiktoken and cut the token stream into blocks of exactly `block_size` tokens.
+
+    Returns the tokenized dataset (one row of ids per document, or per batch of lines) and the packed one.
+    """
     encoding = tiktoken_encoding()
 
     def tokenize(batch):
-        ids = encoding.encode_ordinary_batch(batch[text_column])
-        if documents:  # documents are joined with <|endoftext|>, as in GPT-2's training data
-            ids = [doc + [encoding.eot_token] for doc in ids]
-        return {"input_ids": ids}
+        if documents:  # tiktoken's batch encoder; documents are joined with <|endoftext|>, as in GPT-2's data
+            return {"input_ids": [ids + [encoding.eot_token] for ids in encoding.encode_ordinary_batch(batch[text_column])]}
+        # speed: consecutive lines of a text file are one running text; encoding them in one call is both faster
+        # and what tiktoken gives for the whole text (no token is cut at a line break)
+        return {"input_ids": [encoding.encode_ordinary("".join(batch[text_column]))]}
 
     def pack(batch):
         # Concatenate the batch's tokens and cut full blocks; like run_clm, the tail of each batch is dropped.
@@ -193,8 +203,10 @@ def tokenize_and_pack(raw, block_size: int, text_column: str, documents: bool):
         usable = len(tokens) // block_size * block_size
         return {"input_ids": [tokens[i : i + block_size] for i in range(0, usable, block_size)]}
 
-    tokenized = raw.select_columns([text_column]).map(tokenize, batched=True, remove_columns=[text_column])
-    return tokenized, tokenized.map(pack, batched=True, batch_size=1000)
+    tokenized = raw.select_columns([text_column]).map(
+        tokenize, batched=True, batch_size=1000 if documents else 10_000, remove_columns=[text_column]
+    )
+    return tokenized, tokenized.map(pack, batched=True, batch_size=1000 if documents else 1)
 
 
 def build_datasets(args: argparse.Namespace, raw, documents: bool, block_size: int):
@@ -219,13 +231,15 @@ def build_datasets(args: argparse.Namespace, raw, documents: bool, block_size: i
             raise UsageError(f"the validation split has less than one block of {block_size} tokens; "
                              "use a larger --validation_split_percentage or a smaller --block_size")
         validation = validation.select(range(min(n_eval, len(validation))))
-    return train.with_format("torch"), validation.with_format("torch")
+    return train, validation  # lists of ids: default_data_collator makes the batch tensors
 
 
 # --- model and state ----------------------------------------------------------------------------------------------
 
 
-def build_model(args: argparse.Namespace) -> GPT2EduForCausalLM:
+def build_model(args: argparse.Namespace, config: GPT2EduConfig | None = None) -> GPT2EduForCausalLM:
+    if config is not None:
+        return GPT2EduForCausalLM(config)
     if args.model_name_or_path:
         try:
             return AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
@@ -360,7 +374,8 @@ def train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataload
                 entry = {"step": state["step"], "tokens_seen": state["tokens_seen"], "train_loss": train_loss,
                          "lr": lr_scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s}
                 window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
-            if entry is not None and (state["step"] % args.eval_steps == 0 or stop_now):
+            # No evaluation on SIGTERM: a preempted job has seconds, not minutes, before it is killed.
+            if entry is not None and (state["step"] % args.eval_steps == 0 or state["step"] >= args.max_train_steps):
                 entry["val_loss"], entry["perplexity"] = evaluate(model, eval_dataloader, accelerator)
                 sample = generate_sample(model, tokenizer, args.sample_prompt, accelerator)
                 accelerator.print(f"\nstep {state['step']}: train loss {entry['train_loss']:.3f}, "
@@ -408,7 +423,7 @@ def model_card(model, args: argparse.Namespace, log: list[dict]) -> str:
     )
 
 
-def save_model_folder(model, tokenizer, output_dir: str, card: str) -> None:
+def save_final_model(model, tokenizer, output_dir: str, card: str) -> None:
     """Write the Hugging Face folder (weights, config, code, tokenizer, card) into output_dir, each file atomically."""
     staging = Path(tempfile.mkdtemp(prefix=".final-", dir=output_dir))
     try:
@@ -467,8 +482,11 @@ def has_accelerator() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
-def run(args: argparse.Namespace, raw=None, documents: bool = True) -> list[dict]:
-    """Train as the arguments say and write the output folder; returns the training log (one dict per logged step)."""
+def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2EduConfig | None = None) -> list[dict]:
+    """Train as the arguments say and write the output folder; returns the training log (one dict per logged step).
+
+    `raw` (datasets with a "train" and a "validation" split) and `config` replace what the arguments would load.
+    """
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -483,7 +501,7 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True) -> list[dict
     )
     signal.signal(signal.SIGTERM, request_stop)
     set_seed(args.seed)
-    model = build_model(args)
+    model = build_model(args, config)
     context = model.config.max_position_embeddings
     args.block_size = args.block_size or min(context, 1024)
     if args.block_size > context:
@@ -497,7 +515,10 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True) -> list[dict
 
     if raw is None:
         with accelerator.main_process_first():
-            raw, documents = load_raw_datasets(args)
+            try:
+                raw, documents = load_raw_datasets(args)
+            except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as error:
+                raise UsageError(f"cannot read the training data: {str(error).splitlines()[0]}") from error
     train_dataset, eval_dataset = build_datasets(args, raw, documents, args.block_size)
     # Each loader draws its worker seed from a generator of its own: drawing it from torch's global generator when an
     # iterator starts would shift the dropout masks of a resumed run, which starts its iterator mid-epoch.
@@ -547,14 +568,13 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True) -> list[dict
     log = read_log(log_path)
     unwrapped = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
-        save_model_folder(unwrapped, tokenizer, args.output_dir, model_card(unwrapped, args, log))
+        save_final_model(unwrapped, tokenizer, args.output_dir, model_card(unwrapped, args, log))
         plot_losses(log, Path(args.output_dir) / "loss.png")
         accelerator.print(f"Saved the model to {args.output_dir}/ (try: python run_inference.py --model "
                           f"{args.output_dir} --prompt \"{args.sample_prompt}\")")
         if args.push_to_hub:
-            from convert_checkpoint import push_folder_to_hub
-
-            push_folder_to_hub(args.output_dir, args.hub_model_id or Path(args.output_dir).name)
+            url = push_to_hub(Path(args.output_dir), args.hub_model_id or Path(args.output_dir).name)
+            accelerator.print(f"Pushed to {url}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return log
@@ -606,7 +626,6 @@ def train(
     """
     if not isinstance(config, GPT2EduConfig):
         config = GPT2EduConfig(**(config or {}))
-    overrides = ",".join(f"{k}={v}" for k, v in config.to_diff_dict().items() if k in GPT2EduConfig.__dataclass_fields__)
     split = int(0.9 * len(text_data))  # the seed's split: the first 90% of the characters train
     raw = datasets.DatasetDict(
         train=datasets.Dataset.from_dict({"text": [text_data[:split]]}),
@@ -617,10 +636,10 @@ def train(
             "--num_train_epochs", str(num_epochs), "--per_device_train_batch_size", str(batch_size),
             "--per_device_eval_batch_size", str(batch_size), "--learning_rate", str(learning_rate),
             "--eval_steps", str(eval_freq), "--logging_steps", str(eval_freq), "--eval_iters", "5",
-            "--sample_prompt", start_context, "--config_overrides", overrides, "--lr_scheduler_type", "constant",
+            "--sample_prompt", start_context, "--lr_scheduler_type", "constant",
             "--num_warmup_steps", "0", "--output_dir", output_dir or scratch,
         ])
-        log = run(args, raw=raw, documents=False)
+        log = run(args, raw=raw, documents=False, config=config)
         model = AutoModelForCausalLM.from_pretrained(args.output_dir)
     evaluated = [entry for entry in log if "val_loss" in entry]
     return (
