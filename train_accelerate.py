@@ -26,7 +26,7 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, default_data_collator, get_scheduler
 
@@ -377,7 +377,8 @@ def train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataload
             # No evaluation on SIGTERM: a preempted job has seconds, not minutes, before it is killed.
             if entry is not None and (state["step"] % args.eval_steps == 0 or state["step"] >= args.max_train_steps):
                 entry["val_loss"], entry["perplexity"] = evaluate(model, eval_dataloader, accelerator)
-                sample = generate_sample(model, tokenizer, args.sample_prompt, accelerator)
+                sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+                sample = "" if sharded else generate_sample(model, tokenizer, args.sample_prompt, accelerator)
                 accelerator.print(f"\nstep {state['step']}: train loss {entry['train_loss']:.3f}, "
                                   f"val loss {entry['val_loss']:.3f} | {sample}")
             if entry is not None:
@@ -423,11 +424,11 @@ def model_card(model, args: argparse.Namespace, log: list[dict]) -> str:
     )
 
 
-def save_final_model(model, tokenizer, output_dir: str, card: str) -> None:
+def save_final_model(model, state_dict: dict, tokenizer, output_dir: str, card: str) -> None:
     """Write the Hugging Face folder (weights, config, code, tokenizer, card) into output_dir, each file atomically."""
     staging = Path(tempfile.mkdtemp(prefix=".final-", dir=output_dir))
     try:
-        model.save_pretrained(staging)
+        model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
         (staging / "README.md").write_text(card)
         for path in staging.iterdir():
@@ -466,8 +467,8 @@ def check_checkpoint_fits(checkpoint: Path, model: torch.nn.Module) -> None:
     from safetensors import safe_open
 
     weights = checkpoint / "model.safetensors"
-    if not weights.is_file():
-        raise UsageError(f"checkpoint {str(checkpoint)!r} has no model.safetensors")
+    if not weights.is_file():  # FSDP and DeepSpeed save sharded states: Accelerate checks those itself
+        return
     expected = model.state_dict()
     with safe_open(str(weights), framework="pt") as f:
         for name in f.keys():
@@ -567,8 +568,9 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
     accelerator.wait_for_everyone()
     log = read_log(log_path)
     unwrapped = accelerator.unwrap_model(model)
+    state_dict = accelerator.get_state_dict(model)  # HF: gathers the full weights under FSDP / DeepSpeed ZeRO-3
     if accelerator.is_main_process:
-        save_final_model(unwrapped, tokenizer, args.output_dir, model_card(unwrapped, args, log))
+        save_final_model(unwrapped, state_dict, tokenizer, args.output_dir, model_card(unwrapped, args, log))
         plot_losses(log, Path(args.output_dir) / "loss.png")
         accelerator.print(f"Saved the model to {args.output_dir}/ (try: python run_inference.py --model "
                           f"{args.output_dir} --prompt \"{args.sample_prompt}\")")
