@@ -93,7 +93,10 @@ def generate_response_from_prompt(
         # The seed crops its input to the context; with a KV cache the whole output must fit, so crop the prompt.
         logger.warning(
             "The prompt has %d tokens; keeping its last %d so that %d new tokens fit in the %d-token context.",
-            input_ids.shape[1], room, max_new_tokens, context_length,
+            input_ids.shape[1],
+            room,
+            max_new_tokens,
+            context_length,
         )
         input_ids = input_ids[:, -room:]
     input_ids = input_ids.to(model.device)

@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", default=None, help="start from this model instead of from scratch")
     model.add_argument(
-        "--config_overrides", default=None,
+        "--config_overrides",
+        default=None,
         help=f"config of a new model, e.g. 'emb_dim=64,n_layers=2' (default: '{SMALL_MODEL}'; '' for GPT-2 124M)",
     )
     optim = parser.add_argument_group("optimisation")
@@ -102,8 +103,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def validate_args(args: argparse.Namespace) -> None:
     """Refuse bad values before anything is read or written."""
     positive = [
-        "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "eval_steps",
-        "eval_iters", "logging_steps", "num_train_epochs", "max_train_steps", "checkpointing_steps", "block_size",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "eval_steps",
+        "eval_iters",
+        "logging_steps",
+        "num_train_epochs",
+        "max_train_steps",
+        "checkpointing_steps",
+        "block_size",
     ]
     for name in positive:
         value = getattr(args, name)
@@ -140,7 +149,9 @@ def parse_config_overrides(text: str) -> dict:
         key = key.strip()
         if not sep or key not in fields:
             known = "vocab_size, context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias, tie_word_embeddings"
-            raise UsageError(f"--config_overrides: unknown or malformed {item!r}; use key=value with keys among {known}")
+            raise UsageError(
+                f"--config_overrides: unknown or malformed {item!r}; use key=value with keys among {known}"
+            )
         default = fields[key].default
         try:
             if isinstance(default, bool):
@@ -180,7 +191,9 @@ def load_raw_datasets(args: argparse.Namespace) -> tuple[datasets.DatasetDict | 
             train=full.select(range(n_validation, len(full))), validation=full.select(range(n_validation))
         )
         return splits, builder != "text"
-    return datasets.load_dataset(builder, data_files=data_files, streaming=args.streaming, **options), builder != "text"
+    return datasets.load_dataset(
+        builder, data_files=data_files, streaming=args.streaming, **options
+    ), builder != "text"
 
 
 def tokenize_and_pack(raw, block_size: int, text_column: str, documents: bool):
@@ -192,7 +205,9 @@ def tokenize_and_pack(raw, block_size: int, text_column: str, documents: bool):
 
     def tokenize(batch):
         if documents:  # tiktoken's batch encoder; documents are joined with <|endoftext|>, as in GPT-2's data
-            return {"input_ids": [ids + [encoding.eot_token] for ids in encoding.encode_ordinary_batch(batch[text_column])]}
+            return {
+                "input_ids": [ids + [encoding.eot_token] for ids in encoding.encode_ordinary_batch(batch[text_column])]
+            }
         # speed: consecutive lines of a text file are one running text; encoding them in one call is both faster
         # and what tiktoken gives for the whole text (no token is cut at a line break)
         return {"input_ids": [encoding.encode_ordinary("".join(batch[text_column]))]}
@@ -214,8 +229,9 @@ def build_datasets(args: argparse.Namespace, raw, documents: bool, block_size: i
     text_column = args.text_column_name or "text"
     train_raw = raw["train"]
     if train_raw.column_names is not None and text_column not in train_raw.column_names:
-        raise UsageError(f"no column {text_column!r} in the data (columns: {train_raw.column_names}); "
-                         "pass --text_column_name")
+        raise UsageError(
+            f"no column {text_column!r} in the data (columns: {train_raw.column_names}); pass --text_column_name"
+        )
     tokenized, train = tokenize_and_pack(train_raw, block_size, text_column, documents)
     n_eval = args.eval_iters * args.per_device_eval_batch_size
     if "validation" in raw:
@@ -228,8 +244,10 @@ def build_datasets(args: argparse.Namespace, raw, documents: bool, block_size: i
             what = "is empty" if n_tokens == 0 else f"has only {n_tokens} tokens"
             raise UsageError(f"the training corpus {what}; it needs at least block_size + 1 = {block_size + 1}")
         if len(validation) == 0:
-            raise UsageError(f"the validation split has less than one block of {block_size} tokens; "
-                             "use a larger --validation_split_percentage or a smaller --block_size")
+            raise UsageError(
+                f"the validation split has less than one block of {block_size} tokens; "
+                "use a larger --validation_split_percentage or a smaller --block_size"
+            )
         validation = validation.select(range(min(n_eval, len(validation))))
     return train, validation  # lists of ids: default_data_collator makes the batch tensors
 
@@ -244,8 +262,9 @@ def build_model(args: argparse.Namespace, config: GPT2EduConfig | None = None) -
         try:
             return AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
         except OSError as error:
-            raise UsageError(f"cannot load --model_name_or_path {args.model_name_or_path!r}: "
-                             f"{str(error).splitlines()[0]}") from error
+            raise UsageError(
+                f"cannot load --model_name_or_path {args.model_name_or_path!r}: {str(error).splitlines()[0]}"
+            ) from error
     overrides = parse_config_overrides(SMALL_MODEL if args.config_overrides is None else args.config_overrides)
     try:
         config = GPT2EduConfig(**overrides)
@@ -255,7 +274,7 @@ def build_model(args: argparse.Namespace, config: GPT2EduConfig | None = None) -
 
 
 def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.AdamW:
-    """AdamW with weight decay on the weight matrices only: biases, norms and embeddings' shift terms are not decayed."""
+    """AdamW, decaying the matrices (linear and embedding weights) but not the biases and LayerNorm parameters."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -269,10 +288,14 @@ def find_checkpoint(output_dir: str, which: str) -> Path:
         if not (path / "trainer_state.json").is_file():
             raise UsageError(f"--resume_from_checkpoint {which!r} is not a checkpoint folder (no trainer_state.json)")
         return path
-    steps = [p for p in Path(output_dir).glob("step_*") if p.name[5:].isdigit() and (p / "trainer_state.json").is_file()]
+    steps = [
+        p for p in Path(output_dir).glob("step_*") if p.name[5:].isdigit() and (p / "trainer_state.json").is_file()
+    ]
     if not steps:
-        raise UsageError(f"--resume_from_checkpoint latest: no checkpoint in {output_dir!r}; "
-                         "train with --checkpointing_steps N first")
+        raise UsageError(
+            f"--resume_from_checkpoint latest: no checkpoint in {output_dir!r}; "
+            "train with --checkpointing_steps N first"
+        )
     return max(steps, key=lambda p: int(p.name[5:]))
 
 
@@ -290,6 +313,35 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict) -> N
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     accelerator.wait_for_everyone()
+
+
+# --- model FLOPs utilisation -------------------------------------------------------------------------------------
+
+# Dense bf16 peak of one GPU, FLOP/s, from the vendors' data sheets (H100 and H200 SXM share their compute).
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
+
+
+def flops_per_token(model, block_size: int) -> float:
+    """Training FLOPs per token: 6 per matmul weight (forward + backward) plus attention's 12 * layers * width * T."""
+    config = model.config
+    embeddings = {"model.tok_emb.weight", "model.pos_emb.weight"}  # lookups, not matmuls
+    matmul_params = sum(p.numel() for name, p in model.named_parameters() if name not in embeddings)
+    if config.tie_word_embeddings:  # the output head is the token embedding, used as a matmul
+        matmul_params += config.vocab_size * config.emb_dim
+    return 6 * matmul_params + 12 * config.n_layers * config.emb_dim * block_size
+
+
+def device_peak_flops(device: torch.device) -> float:
+    """The device's peak: a known GPU's bf16 figure, or on a CPU a measured float32 matmul rate."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((peak for gpu, peak in GPU_PEAK_FLOPS.items() if gpu in name), float("nan"))
+    a = torch.randn(1024, 1024)
+    a @ a  # warm up
+    start = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    return 10 * 2 * 1024**3 / (time.perf_counter() - start)
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------
@@ -340,6 +392,9 @@ def train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataload
     progress = tqdm(total=args.max_train_steps, initial=state["step"], disable=not accelerator.is_local_main_process)
     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
     empty_epochs = 0
+    # MFU: the FLOPs the model needs per token, against what all the devices could do at most
+    flops_per_s_peak = device_peak_flops(accelerator.device) * accelerator.num_processes
+    model_flops_per_token = flops_per_token(accelerator.unwrap_model(model), args.block_size)
     while state["step"] < args.max_train_steps and not STOP_REQUESTED:
         train_dataloader.set_epoch(state["epoch"])
         batches_this_epoch = 0
@@ -354,8 +409,9 @@ def train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataload
                 lr_scheduler.step()
                 optimizer.zero_grad()
             # One collective per micro-batch: tokens from every process, and whether any process got SIGTERM.
-            counts = accelerator.reduce(torch.tensor([batch["input_ids"].numel(), STOP_REQUESTED],
-                                                     device=accelerator.device), reduction="sum")
+            counts = accelerator.reduce(
+                torch.tensor([batch["input_ids"].numel(), STOP_REQUESTED], device=accelerator.device), reduction="sum"
+            )
             state["tokens_seen"] += int(counts[0])
             window_tokens += int(counts[0])
             window_loss += loss.item() / args.gradient_accumulation_steps
@@ -367,20 +423,30 @@ def train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataload
             stop_now = bool(counts[1]) or state["step"] >= args.max_train_steps
             entry = None
             if state["step"] % args.logging_steps == 0 or state["step"] % args.eval_steps == 0 or stop_now:
-                train_loss = accelerator.reduce(torch.tensor(window_loss / window_steps, device=accelerator.device),
-                                                reduction="mean").item()
+                train_loss = accelerator.reduce(
+                    torch.tensor(window_loss / window_steps, device=accelerator.device), reduction="mean"
+                ).item()
                 tokens_per_s = window_tokens / (time.perf_counter() - window_start)
-                progress.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
-                entry = {"step": state["step"], "tokens_seen": state["tokens_seen"], "train_loss": train_loss,
-                         "lr": lr_scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s}
+                mfu = model_flops_per_token * tokens_per_s / flops_per_s_peak
+                progress.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", mfu=f"{mfu:.1%}")
+                entry = {
+                    "step": state["step"],
+                    "tokens_seen": state["tokens_seen"],
+                    "train_loss": train_loss,
+                    "lr": lr_scheduler.get_last_lr()[0],
+                    "tokens_per_s": tokens_per_s,
+                    "mfu": mfu,
+                }
                 window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
             # No evaluation on SIGTERM: a preempted job has seconds, not minutes, before it is killed.
             if entry is not None and (state["step"] % args.eval_steps == 0 or state["step"] >= args.max_train_steps):
                 entry["val_loss"], entry["perplexity"] = evaluate(model, eval_dataloader, accelerator)
                 sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
                 sample = "" if sharded else generate_sample(model, tokenizer, args.sample_prompt, accelerator)
-                accelerator.print(f"\nstep {state['step']}: train loss {entry['train_loss']:.3f}, "
-                                  f"val loss {entry['val_loss']:.3f} | {sample}")
+                accelerator.print(
+                    f"\nstep {state['step']}: train loss {entry['train_loss']:.3f}, "
+                    f"val loss {entry['val_loss']:.3f} | {sample}"
+                )
             if entry is not None:
                 if accelerator.is_main_process:
                     with log_path.open("a") as log:
@@ -391,8 +457,10 @@ def train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataload
                 save_checkpoint(accelerator, args.output_dir, state)
             if stop_now:
                 if counts[1]:
-                    accelerator.print(f"\nSIGTERM: stopped at step {state['step']} with a checkpoint; "
-                                      "continue with --resume_from_checkpoint latest")
+                    accelerator.print(
+                        f"\nSIGTERM: stopped at step {state['step']} with a checkpoint; "
+                        "continue with --resume_from_checkpoint latest"
+                    )
                 progress.close()
                 return
         empty_epochs = empty_epochs + 1 if batches_this_epoch == 0 else 0
@@ -475,8 +543,10 @@ def check_checkpoint_fits(checkpoint: Path, model: torch.nn.Module) -> None:
             shape = tuple(f.get_slice(name).get_shape())
             if name not in expected or tuple(expected[name].shape) != shape:
                 mine = tuple(expected[name].shape) if name in expected else "absent"
-                raise UsageError(f"checkpoint {str(checkpoint)!r} is from a different model: {name} is {shape} "
-                                 f"there and {mine} here; use the same --config_overrides as the run that wrote it")
+                raise UsageError(
+                    f"checkpoint {str(checkpoint)!r} is from a different model: {name} is {shape} "
+                    f"there and {mine} here; use the same --config_overrides as the run that wrote it"
+                )
 
 
 def has_accelerator() -> bool:
@@ -511,8 +581,10 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
     if checkpoint is not None:
         check_checkpoint_fits(checkpoint, model)
     elif any(Path(args.output_dir).glob("step_*")):
-        raise UsageError(f"{args.output_dir!r} holds checkpoints of an earlier run; continue it with "
-                         "--resume_from_checkpoint latest, or choose another --output_dir")
+        raise UsageError(
+            f"{args.output_dir!r} holds checkpoints of an earlier run; continue it with "
+            "--resume_from_checkpoint latest, or choose another --output_dir"
+        )
 
     if raw is None:
         with accelerator.main_process_first():
@@ -524,11 +596,17 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
     # Each loader draws its worker seed from a generator of its own: drawing it from torch's global generator when an
     # iterator starts would shift the dropout masks of a resumed run, which starts its iterator mid-epoch.
     train_dataloader = torch.utils.data.DataLoader(
-        train_dataset, shuffle=not args.streaming, batch_size=args.per_device_train_batch_size,
-        collate_fn=default_data_collator, drop_last=True, generator=torch.Generator().manual_seed(args.seed),
+        train_dataset,
+        shuffle=not args.streaming,
+        batch_size=args.per_device_train_batch_size,
+        collate_fn=default_data_collator,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed),
     )
     eval_dataloader = torch.utils.data.DataLoader(
-        eval_dataset, batch_size=args.per_device_eval_batch_size, collate_fn=default_data_collator,
+        eval_dataset,
+        batch_size=args.per_device_eval_batch_size,
+        collate_fn=default_data_collator,
         generator=torch.Generator().manual_seed(args.seed),
     )
     optimizer = build_optimizer(model, args)
@@ -543,10 +621,14 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
         epochs = args.num_train_epochs or (10 if not (args.train_file or args.dataset_name) else 1)
         args.max_train_steps = epochs * math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     warmup = args.num_warmup_steps if args.num_warmup_steps is not None else args.max_train_steps // 20
-    lr_scheduler = accelerator.prepare(get_scheduler(
-        args.lr_scheduler_type, optimizer, num_warmup_steps=warmup * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
-    ))
+    lr_scheduler = accelerator.prepare(
+        get_scheduler(
+            args.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=warmup * accelerator.num_processes,
+            num_training_steps=args.max_train_steps * accelerator.num_processes,
+        )
+    )
 
     os.makedirs(args.output_dir, exist_ok=True)
     log_path = Path(args.output_dir) / "training_log.jsonl"
@@ -572,8 +654,10 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
     if accelerator.is_main_process:
         save_final_model(unwrapped, state_dict, tokenizer, args.output_dir, model_card(unwrapped, args, log))
         plot_losses(log, Path(args.output_dir) / "loss.png")
-        accelerator.print(f"Saved the model to {args.output_dir}/ (try: python run_inference.py --model "
-                          f"{args.output_dir} --prompt \"{args.sample_prompt}\")")
+        accelerator.print(
+            f"Saved the model to {args.output_dir}/ (try: python run_inference.py --model "
+            f'{args.output_dir} --prompt "{args.sample_prompt}")'
+        )
         if args.push_to_hub:
             url = push_to_hub(Path(args.output_dir), args.hub_model_id or Path(args.output_dir).name)
             accelerator.print(f"Pushed to {url}")
@@ -634,18 +718,39 @@ def train(
         validation=datasets.Dataset.from_dict({"text": [text_data[split:]]}),
     )
     with tempfile.TemporaryDirectory() as scratch:
-        args = parse_args([
-            "--num_train_epochs", str(num_epochs), "--per_device_train_batch_size", str(batch_size),
-            "--per_device_eval_batch_size", str(batch_size), "--learning_rate", str(learning_rate),
-            "--eval_steps", str(eval_freq), "--logging_steps", str(eval_freq), "--eval_iters", "5",
-            "--sample_prompt", start_context, "--lr_scheduler_type", "constant",
-            "--num_warmup_steps", "0", "--output_dir", output_dir or scratch,
-        ])
+        args = parse_args(
+            [
+                "--num_train_epochs",
+                str(num_epochs),
+                "--per_device_train_batch_size",
+                str(batch_size),
+                "--per_device_eval_batch_size",
+                str(batch_size),
+                "--learning_rate",
+                str(learning_rate),
+                "--eval_steps",
+                str(eval_freq),
+                "--logging_steps",
+                str(eval_freq),
+                "--eval_iters",
+                "5",
+                "--sample_prompt",
+                start_context,
+                "--lr_scheduler_type",
+                "constant",
+                "--num_warmup_steps",
+                "0",
+                "--output_dir",
+                output_dir or scratch,
+            ]
+        )
         log = run(args, raw=raw, documents=False, config=config)
         model = AutoModelForCausalLM.from_pretrained(args.output_dir)
     evaluated = [entry for entry in log if "val_loss" in entry]
     return (
-        [e["train_loss"] for e in evaluated], [e["val_loss"] for e in evaluated], [e["tokens_seen"] for e in evaluated],
+        [e["train_loss"] for e in evaluated],
+        [e["val_loss"] for e in evaluated],
+        [e["tokens_seen"] for e in evaluated],
         model,
     )
 

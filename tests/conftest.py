@@ -22,7 +22,13 @@ from configuration_gpt2edu import GPT2EduConfig  # noqa: E402
 def tiny_config(**overrides) -> GPT2EduConfig:
     """A 2-layer, 32-wide GPT-2 with a small vocabulary; overrides replace any field."""
     values = dict(
-        vocab_size=101, context_length=64, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0, bos_token_id=100,
+        vocab_size=101,
+        context_length=64,
+        emb_dim=32,
+        n_heads=4,
+        n_layers=2,
+        drop_rate=0.0,
+        bos_token_id=100,
         eos_token_id=100,
     )
     values.update(overrides)

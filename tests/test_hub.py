@@ -12,7 +12,6 @@ from test_model import greedy_reference
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
-    AutoTokenizer,
     Trainer,
     TrainingArguments,
     pipeline,
@@ -125,8 +124,15 @@ def test_transformers_trainer_fine_tunes_the_model(tmp_path, tokenizer):
 
     before = loss_on_data()
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=12, per_device_train_batch_size=4, learning_rate=5e-3,
-        report_to=[], use_cpu=True, save_strategy="no", logging_steps=4, disable_tqdm=True,
+        output_dir=str(tmp_path),
+        max_steps=12,
+        per_device_train_batch_size=4,
+        learning_rate=5e-3,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=4,
+        disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset)
     trainer.train()

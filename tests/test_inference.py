@@ -49,9 +49,20 @@ def test_library_function_is_greedy_like_the_seed(saved, tokenizer):
 def test_command_line_prints_prompt_and_continuation(saved, tokenizer):
     model, folder = saved
     result = subprocess.run(
-        [sys.executable, str(ROOT / "run_inference.py"), "--model", str(folder), "--prompt", PROMPT,
-         "--max-new-tokens", "15"],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+        [
+            sys.executable,
+            str(ROOT / "run_inference.py"),
+            "--model",
+            str(folder),
+            "--prompt",
+            PROMPT,
+            "--max-new-tokens",
+            "15",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == PROMPT + expected_continuation(model, tokenizer, PROMPT, 15) + "\n"
@@ -86,7 +97,10 @@ def test_long_prompt_is_cropped_to_its_last_tokens(saved, tokenizer, caplog):
         (["--model", "{tmp}", "--prompt", "hi"], "no config.json"),
         (["--model", "{model}", "--prompt", ""], "--prompt is empty"),
         (["--model", "{model}", "--prompt", "hi", "--max-new-tokens", "-5"], "--max-new-tokens must be at least 1"),
-        (["--model", "{model}", "--prompt", "hi", "--max-new-tokens", "64"], "max_new_tokens must be between 1 and 63"),
+        (
+            ["--model", "{model}", "--prompt", "hi", "--max-new-tokens", "64"],
+            "max_new_tokens must be between 1 and 63",
+        ),
         (["--model", "{model}", "--prompt", "hi", "--do-sample", "--temperature", "0"], "--temperature"),
     ],
 )

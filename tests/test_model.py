@@ -74,7 +74,13 @@ def test_invalid_config_is_refused(overrides, field):
 def test_logits_match_transformers_gpt2(tie, attn_implementation):
     torch.manual_seed(0)
     gpt2_config = GPT2Config(
-        vocab_size=101, n_positions=64, n_embd=48, n_head=4, n_layer=3, tie_word_embeddings=tie, bos_token_id=0,
+        vocab_size=101,
+        n_positions=64,
+        n_embd=48,
+        n_head=4,
+        n_layer=3,
+        tie_word_embeddings=tie,
+        bos_token_id=0,
         eos_token_id=0,
     )
     reference = GPT2LMHeadModel(gpt2_config).eval()
@@ -121,7 +127,9 @@ def test_eager_and_sdpa_agree_with_padding():
     attention_mask[1, :3] = 0
     for mask in (None, attention_mask):
         with torch.no_grad():
-            torch.testing.assert_close(eager(input_ids, attention_mask=mask).logits, sdpa(input_ids, attention_mask=mask).logits)
+            torch.testing.assert_close(
+                eager(input_ids, attention_mask=mask).logits, sdpa(input_ids, attention_mask=mask).logits
+            )
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -174,9 +182,9 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone():
     batch = model.generate(
         input_ids, attention_mask=attention_mask, max_new_tokens=10, do_sample=False, pad_token_id=pad
     )
-    for row, prompt in zip(batch, prompts):
+    for row, prompt in zip(batch, prompts, strict=True):
         alone = model.generate(prompt[None], max_new_tokens=10, do_sample=False, pad_token_id=pad)
-        assert torch.equal(row[width:], alone[0, len(prompt):])
+        assert torch.equal(row[width:], alone[0, len(prompt) :])
 
 
 def test_static_cache_generates_what_the_dynamic_cache_generates():

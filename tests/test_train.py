@@ -49,8 +49,11 @@ def start(args: list[str], processes: int = 1) -> subprocess.Popen:
     # A port of its own for each 2-process run: a killed run's port may still be held when the next one starts.
     launcher = [*LAUNCH_2, "--main_process_port", str(free_port())] if processes == 2 else []
     return subprocess.Popen(
-        [sys.executable, *launcher, SCRIPT, *args], env=environment(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        [sys.executable, *launcher, SCRIPT, *args],
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
