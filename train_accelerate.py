@@ -611,7 +611,7 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
     )
     optimizer = build_optimizer(model, args)
     if args.compile:
-        model = torch.compile(model)
+        model.compile()  # in place: unlike torch.compile(model), no wrapper, so the saved names stay the same
     model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader
     )
