@@ -340,7 +340,7 @@ def device_peak_flops(device: torch.device) -> float:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         return next((peak for gpu, peak in GPU_PEAK_FLOPS.items() if gpu in name), float("nan"))
-    a = torch.randn(1024, 1024)
+    a = torch.ones(1024, 1024)  # not randn: the global random state belongs to the run (resumes restore it)
     a @ a  # warm up
     start = time.perf_counter()
     for _ in range(10):
