@@ -318,6 +318,9 @@ class NextTokenCrossEntropy(torch.autograd.Function):
         return grad.to(ctx.logits_dtype), None, None, None
 
 
+# speed: under torch.compile the loss stays out of the graph (and runs the fused backward above); in the graph, the
+# logits, an output too, would get a zero-filled gradient as large as themselves.
+@torch.compiler.disable
 def next_token_loss(
     logits: torch.Tensor,
     labels: torch.LongTensor,
