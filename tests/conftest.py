@@ -38,3 +38,26 @@ def tiny_config(**overrides) -> GPT2EduConfig:
 @pytest.fixture
 def make_config():
     return tiny_config
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """GPT-2's tokenizer, built once (from tiktoken's files in ../shared)."""
+    from tokenization_gpt2edu import gpt2_tokenizer
+
+    return gpt2_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory, tokenizer):
+    """A tiny model with GPT-2's real vocabulary, saved with its tokenizer, as every program of ours saves it."""
+    import torch
+
+    from modeling_gpt2edu import GPT2EduForCausalLM
+
+    torch.manual_seed(0)
+    model = GPT2EduForCausalLM(tiny_config(vocab_size=50257, bos_token_id=50256, eos_token_id=50256)).eval()
+    folder = tmp_path_factory.mktemp("model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model, folder

@@ -18,25 +18,8 @@ from transformers import (
 )
 
 from modeling_gpt2edu import GPT2EduForCausalLM, GPT2EduModel
-from tokenization_gpt2edu import gpt2_tokenizer
 
 PROJECT_MODULES = ["modeling_gpt2edu", "configuration_gpt2edu", "tokenization_gpt2edu", "convert_checkpoint"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return gpt2_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, tokenizer):
-    """A tiny model with GPT-2's real vocabulary, saved with its tokenizer, as every program of ours saves it."""
-    torch.manual_seed(0)
-    model = GPT2EduForCausalLM(tiny_config(vocab_size=50257, bos_token_id=50256, eos_token_id=50256)).eval()
-    folder = tmp_path_factory.mktemp("model")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return model, folder
 
 
 def test_save_pretrained_writes_a_complete_folder(saved_model):

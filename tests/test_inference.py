@@ -7,30 +7,13 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, tiny_config
+from conftest import ROOT
 from test_model import greedy_reference
 
 import run_inference
-from modeling_gpt2edu import GPT2EduForCausalLM
 from run_inference import generate_response_from_prompt
-from tokenization_gpt2edu import gpt2_tokenizer
 
 PROMPT = "Every effort moves you"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return gpt2_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory, tokenizer):
-    torch.manual_seed(0)
-    model = GPT2EduForCausalLM(tiny_config(vocab_size=50257, bos_token_id=50256, eos_token_id=50256)).eval()
-    folder = tmp_path_factory.mktemp("model")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return model, folder
 
 
 def expected_continuation(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
@@ -39,15 +22,15 @@ def expected_continuation(model, tokenizer, prompt: str, max_new_tokens: int) ->
     return tokenizer.decode(output[0, len(prompt_ids) :])
 
 
-def test_library_function_is_greedy_like_the_seed(saved, tokenizer):
-    model, folder = saved
+def test_library_function_is_greedy_like_the_seed(saved_model, tokenizer):
+    model, folder = saved_model
     expected = expected_continuation(model, tokenizer, PROMPT, 12)
     assert generate_response_from_prompt(PROMPT, model=model, max_new_tokens=12, tokenizer=tokenizer) == expected
     assert generate_response_from_prompt(PROMPT, model=str(folder), max_new_tokens=12) == expected
 
 
-def test_command_line_prints_prompt_and_continuation(saved, tokenizer):
-    model, folder = saved
+def test_command_line_prints_prompt_and_continuation(saved_model, tokenizer):
+    model, folder = saved_model
     result = subprocess.run(
         [
             sys.executable,
@@ -69,8 +52,8 @@ def test_command_line_prints_prompt_and_continuation(saved, tokenizer):
     assert "Traceback" not in result.stderr
 
 
-def test_sampling_is_reproducible_with_a_seed(saved, capsys):
-    _, folder = saved
+def test_sampling_is_reproducible_with_a_seed(saved_model, capsys):
+    _, folder = saved_model
     args = ["--model", str(folder), "--prompt", PROMPT, "--do-sample", "--top-k", "50", "--temperature", "1.5"]
     outputs = []
     for seed in ("1", "1", "2"):
@@ -80,8 +63,8 @@ def test_sampling_is_reproducible_with_a_seed(saved, capsys):
     assert all(output.startswith(PROMPT) for output in outputs)
 
 
-def test_long_prompt_is_cropped_to_its_last_tokens(saved, tokenizer, caplog):
-    model, _ = saved
+def test_long_prompt_is_cropped_to_its_last_tokens(saved_model, tokenizer, caplog):
+    model, _ = saved_model
     prompt = " ".join(str(i) for i in range(100))  # far more than the 64-token context
     with caplog.at_level(logging.WARNING):
         response = generate_response_from_prompt(prompt, model=model, max_new_tokens=4, tokenizer=tokenizer)
@@ -104,8 +87,8 @@ def test_long_prompt_is_cropped_to_its_last_tokens(saved, tokenizer, caplog):
         (["--model", "{model}", "--prompt", "hi", "--do-sample", "--temperature", "0"], "--temperature"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_exit_2(saved, tmp_path, capsys, args, message):
-    _, folder = saved
+def test_bad_input_is_one_clear_line_and_exit_2(saved_model, tmp_path, capsys, args, message):
+    _, folder = saved_model
     args = [arg.format(tmp=tmp_path, model=folder) for arg in args]
     try:
         code = run_inference.main(args)
