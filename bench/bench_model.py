@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     if not args.skip_train:
         rows += bench_training(ours, theirs, args)
+        ours, theirs = build_models(args)  # training moved the two apart (dropout draws differ): start again
     if not args.skip_generate:
         rows += bench_generation(ours, theirs, args)
     print_table(rows)
