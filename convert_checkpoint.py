@@ -17,7 +17,6 @@ tensor by tensor, and renamed into place only when complete.
 
 import argparse
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from transformers.utils import logging as transformers_logging
 
 from configuration_gpt2edu import GPT2EduConfig
 from modeling_gpt2edu import GPT2EduForCausalLM
-from tokenization_gpt2edu import gpt2_tokenizer
+from tokenization_gpt2edu import save_gpt2_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -565,7 +564,9 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether two tensors have the same dtype, shape and bytes (unlike ==, this holds for NaNs too)."""
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
-    return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+    # speed: compare as integers of the element's width (int32 for float32): a quarter of the comparisons of bytes.
+    as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}.get(a.element_size(), torch.uint8)
+    return torch.equal(a.reshape(-1).view(as_int), b.reshape(-1).view(as_int))
 
 
 def verify_saved_weights(folder: Path, model: PreTrainedModel) -> int:
@@ -594,12 +595,6 @@ def verify_saved_weights(folder: Path, model: PreTrainedModel) -> int:
     return len(written)
 
 
-@functools.cache
-def default_tokenizer():
-    """GPT-2's tokenizer, built once per process: a training run saves a folder at every checkpoint."""
-    return gpt2_tokenizer()
-
-
 def save_model_folder(
     model: PreTrainedModel,
     out_dir: str | os.PathLike,
@@ -624,7 +619,10 @@ def save_model_folder(
     """
     with atomic_output_dir(out_dir, force) as tmp:
         model.save_pretrained(tmp)
-        (tokenizer if tokenizer is not None else default_tokenizer()).save_pretrained(tmp)
+        if tokenizer is None:
+            save_gpt2_tokenizer(tmp)
+        else:
+            tokenizer.save_pretrained(tmp)
         if model_card is not None:
             (tmp / "README.md").write_text(model_card)
         return verify_saved_weights(tmp, model)

@@ -1,7 +1,10 @@
 """Shared fixtures: tiny configs that run in milliseconds, and the offline environment the tests need."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,9 @@ if (SHARED / "tiktoken-cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tokenizer files that save_gpt2_tokenizer caches go to a folder of this test session, not the user's cache.
+os.environ["GPT2EDU_CACHE"] = tempfile.mkdtemp(prefix="gpt2edu-test-cache-")
+atexit.register(shutil.rmtree, os.environ["GPT2EDU_CACHE"], ignore_errors=True)
 sys.path.insert(0, str(ROOT))
 
 from configuration_gpt2edu import GPT2EduConfig  # noqa: E402

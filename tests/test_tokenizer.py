@@ -11,7 +11,7 @@ import tiktoken
 import transformers
 from transformers import GPT2Tokenizer, PreTrainedTokenizerFast
 
-from tokenization_gpt2edu import ENDOFTEXT, gpt2_tokenizer, tiktoken_encoding
+from tokenization_gpt2edu import ENDOFTEXT, gpt2_tokenizer, save_gpt2_tokenizer, tiktoken_encoding
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"  # the repository's sibling folder ../shared
 
@@ -133,3 +133,34 @@ def test_missing_bpe_files_error_names_the_cache_variable(monkeypatch):
     monkeypatch.setattr(tiktoken, "get_encoding", offline_get_encoding)
     with pytest.raises(OSError, match="TIKTOKEN_CACHE_DIR"):
         tiktoken_encoding()
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {file.name: file.read_bytes() for file in sorted(folder.iterdir())}
+
+
+def test_save_gpt2_tokenizer_writes_what_save_pretrained_writes_and_caches_it(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPT2EDU_CACHE", str(tmp_path / "cache"))
+    tokenizer.save_pretrained(tmp_path / "built")
+    for name in ("first", "second"):  # the first call fills the cache, the second copies from it
+        (tmp_path / name).mkdir()
+        save_gpt2_tokenizer(tmp_path / name)
+        assert folder_bytes(tmp_path / name) == folder_bytes(tmp_path / "built")
+    (cached,) = (tmp_path / "cache").iterdir()  # one finished entry, no leftover temporary folder
+    assert folder_bytes(cached) == folder_bytes(tmp_path / "built")
+
+    # The second call really reads the cache: what is changed there shows up in the next folder written.
+    (cached / "tokenizer_config.json").write_text("{}")
+    (tmp_path / "third").mkdir()
+    save_gpt2_tokenizer(tmp_path / "third")
+    assert (tmp_path / "third" / "tokenizer_config.json").read_text() == "{}"
+
+
+def test_save_gpt2_tokenizer_without_a_writable_cache(tokenizer, tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("a file where the cache folder would go")
+    monkeypatch.setenv("GPT2EDU_CACHE", str(tmp_path / "not-a-folder"))
+    tokenizer.save_pretrained(tmp_path / "built")
+    (tmp_path / "out").mkdir()
+    save_gpt2_tokenizer(tmp_path / "out")
+    assert folder_bytes(tmp_path / "out") == folder_bytes(tmp_path / "built")
+    assert (tmp_path / "not-a-folder").is_file()
