@@ -261,18 +261,26 @@ def bench_generation(ours, theirs, args) -> list[dict]:
         jobs = {side: make_generate_job(model, prompt, args) for side, model in sides}
         row = compare(f"generate, batch {gen_batch}", alternate(jobs, args.rounds), work, "new tok/s")
         rows.append(dict(row, same_tokens=torch.equal(jobs["ours"].output, jobs["theirs"].output)))
-        if gen_batch == 1 and args.seed_rounds > 0:
-            seed = {"ours": jobs["ours"], "seed loop": make_seed_loop_job(ours, prompt, args)}
-            name = "generate vs seed's no-cache loop, batch 1"
-            row = compare(name, alternate(seed, args.seed_rounds), work, "new tok/s", b="seed loop")
-            rows.append(dict(row, same_tokens=torch.equal(seed["ours"].output, seed["seed loop"].output)))
+        seed_loop = make_seed_loop_job(ours, prompt, args) if gen_batch == 1 and args.seed_rounds > 0 else None
+        if seed_loop:
+            rows.append(seed_loop_row("generate", jobs["ours"], seed_loop, work, args))
         if args.compile:
             # transformers compiles the decoding steps of a generate() with a static (fixed-shape) cache.
             static = dict(cache_implementation="static", compile_config=compile_config)
             compiled = {side: make_generate_job(model, prompt, args, **static) for side, model in sides}
             name = f"generate, static cache + compile, batch {gen_batch}"
             rows.append(compiled_row(name, compiled, args.rounds, work, "new tok/s"))
+            if seed_loop and "error" not in rows[-1]:
+                rows.append(seed_loop_row("generate, static cache + compile", compiled["ours"], seed_loop, work, args))
     return rows
+
+
+def seed_loop_row(name: str, ours: Callable, seed_loop: Callable, work: float, args: argparse.Namespace) -> dict:
+    """Our generate() job against the seed's no-cache loop on the same prompt: rates, ratio, and same tokens?"""
+    jobs = {"ours": ours, "seed loop": seed_loop}
+    row = compare(f"{name} vs seed's no-cache loop, batch 1", alternate(jobs, args.seed_rounds), work, "new tok/s",
+                  b="seed loop")  # fmt: skip
+    return dict(row, same_tokens=torch.equal(ours.output, seed_loop.output))
 
 
 def compiled_row(name: str, jobs: dict[str, Callable], rounds: int, work: float, unit: str) -> dict:
@@ -307,14 +315,15 @@ def machine_description(args) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'measurement':<48} {'gpt2edu':>10} {'other':>10} {'ratio':>7}  other is")
+    width = max(len(row["name"]) for row in rows)
+    print(f"{'measurement':<{width}} {'gpt2edu':>10} {'other':>10} {'ratio':>7}  other is")
     for row in rows:
         if "error" in row:
-            print(f"{row['name']:<48} {'failed':>10} {'':>10} {'':>7}  {row['error'].splitlines()[0][:60]}")
+            print(f"{row['name']:<{width}} {'failed':>10} {'':>10} {'':>7}  {row['error'].splitlines()[0][:60]}")
             continue
         other = "GPT2LMHeadModel" if row["b"] == "theirs" else row["b"]
         print(
-            f"{row['name']:<48} {row['a_rate']:>10,.1f} {row['b_rate']:>10,.1f} {row['ratio']:>6.2f}x  "
+            f"{row['name']:<{width}} {row['a_rate']:>10,.1f} {row['b_rate']:>10,.1f} {row['ratio']:>6.2f}x  "
             f"{other} ({row['unit']})"
         )
 
