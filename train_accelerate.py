@@ -12,6 +12,7 @@ The flags follow transformers' examples/pytorch/language-modeling/run_clm_no_tra
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from modeling_gpt2edu import GPT2EduForCausalLM
 from tokenization_gpt2edu import gpt2_tokenizer, tiktoken_encoding
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "default_corpus.txt"
+TOKENIZER_THREADS = os.cpu_count() or 1  # pieces of text tiktoken encodes at once
 # A model small enough to learn the default corpus in about a minute on a laptop CPU.
 SMALL_MODEL = "emb_dim=128,n_heads=4,n_layers=4,context_length=128"
 SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"]
@@ -196,6 +198,26 @@ def load_raw_datasets(args: argparse.Namespace) -> tuple[datasets.DatasetDict | 
     ), builder != "text"
 
 
+def running_text_pieces(lines: list[str], n_pieces: int) -> list[str]:
+    """Join consecutive lines into about `n_pieces` texts that tiktoken encodes, one after the other, exactly as it
+    encodes all the lines joined.
+
+    GPT-2's pre-tokenizer splits text with a regular expression that looks ahead but never behind. A line break
+    between two non-space characters ("...end.\nNext...") is a pre-token of its own, whatever comes before or after
+    it: a text may be cut right after such a line break and each part encoded alone.
+    """
+    target = max(1, len(lines) // n_pieces)  # lines per piece
+    pieces, start = [], 0
+    for i in range(target, len(lines)):
+        before, after = lines[i - 1], lines[i]
+        safe = before[-1:] == "\n" and before[-2:-1].strip() and after[:1].strip()
+        if safe and i - start >= target:
+            pieces.append("".join(lines[start:i]))
+            start = i
+    pieces.append("".join(lines[start:]))
+    return pieces
+
+
 def tokenize_and_pack(raw, block_size: int, text_column: str, documents: bool):
     """Tokenize with tiktoken and cut the token stream into blocks of exactly `block_size` tokens.
 
@@ -210,9 +232,10 @@ def tokenize_and_pack(raw, block_size: int, text_column: str, documents: bool):
         if documents:  # tiktoken's batch encoder; documents are joined with <|endoftext|>, as in GPT-2's data
             ids = [doc + [encoding.eot_token] for doc in encoding.encode_ordinary_batch(texts)]
         else:
-            # speed: consecutive lines of a text file are one running text; encoding them in one call is both faster
-            # and what tiktoken gives for the whole text (no token is cut at a line break)
-            ids = [encoding.encode_ordinary("".join(texts))]
+            # Consecutive lines of a text file are one running text: no token may be cut at a line break. speed: cut
+            # only where that cannot happen, and encode the pieces in parallel, on tiktoken's thread pool.
+            pieces = encoding.encode_ordinary_batch(running_text_pieces(texts, TOKENIZER_THREADS))
+            ids = [list(itertools.chain.from_iterable(pieces))]
         return pa.table({"input_ids": pa.array(ids, pa.list_(pa.int32()))})
 
     def pack(table: pa.Table) -> pa.Table:

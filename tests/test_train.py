@@ -230,6 +230,45 @@ def test_streaming_memory_stays_flat_as_the_corpus_grows(tmp_path):
     assert large_peak - small_peak < 50, results  # ten times the data, (nearly) the same peak memory
 
 
+# --- tokenizing a text file -------------------------------------------------------------------------------------
+
+TRICKY_LINES = [
+    "Plain line.\n", "trailing spaces   \n", "   leading spaces\n", "\n", "\n", "after two blank lines\n",
+    "tab\tend\t\n", "CRLF line\r\n", "next\n", "don't\n", "'s at the start\n", "42\n", "123456 digits\n",
+    "caf\u00e9 na\u00efve \u65e5\u672c\u8a9e\n", "\U0001f389 emoji\n", "!!!\n", "?\n", " \n", "x\n",
+    "no final newline",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("n_pieces", [2, 3, 8, 1000])
+def test_running_text_pieces_encode_exactly_like_the_whole_text(n_pieces):
+    encoding = train_accelerate.tiktoken_encoding()
+    lines = (ROOT / "data" / "default_corpus.txt").read_text().splitlines(keepends=True)[:300] + TRICKY_LINES * 20
+    pieces = train_accelerate.running_text_pieces(lines, n_pieces)
+    assert "".join(pieces) == "".join(lines)
+    assert len(pieces) > 1  # otherwise there is nothing to check
+    ids = [token for piece in encoding.encode_ordinary_batch(pieces) for token in piece]
+    assert ids == encoding.encode_ordinary("".join(lines))
+
+
+def test_streamed_blocks_are_tiktokens_encoding_of_the_file_cut_in_blocks(tmp_path):
+    text = (ROOT / "data" / "default_corpus.txt").read_text() + "".join(TRICKY_LINES * 20)
+    (tmp_path / "corpus.txt").write_text(text)
+    block_size = 64
+    args = train_accelerate.parse_args(
+        ["--train_file", str(tmp_path / "corpus.txt"), "--streaming", "--max_train_steps", "1",
+         "--block_size", str(block_size), "--eval_iters", "2", "--per_device_eval_batch_size", "3"]
+    )  # fmt: skip
+    raw, documents = train_accelerate.load_raw_datasets(args)
+    train, validation = train_accelerate.build_datasets(args, raw, documents, block_size)
+    blocks = [row["input_ids"] for row in validation] + [row["input_ids"] for row in train]
+    assert len(blocks[0]) == block_size and len(blocks) > 100
+    # The file is one batch of lines, read as Python reads text files: "\r\n" becomes "\n".
+    expected = train_accelerate.tiktoken_encoding().encode_ordinary((tmp_path / "corpus.txt").read_text())
+    assert [token for block in blocks for token in block] == expected[: len(blocks) * block_size]
+    assert len(expected) - len(blocks) * block_size < block_size  # only the last partial block is dropped
+
+
 # --- the seed's library API ---------------------------------------------------------------------------------------
 
 
