@@ -3,7 +3,9 @@
 Both models get the same weights (mapped with convert_checkpoint's functions, then checked to give the same logits,
 loss and gradients), the same inputs and the same AdamW settings, in the same process. Each round times every
 measurement of both models back to back, in alternating order, and the table reports medians over rounds. Absolute
-speeds drift on a shared machine; the ratios, measured side by side, are the figures to compare.
+speeds drift on a shared machine; the ratios, measured side by side, are the figures to compare. After the table,
+a breakdown of one batch-1 decoding step (generate(), the model's forward, its output head, transformers' loop) shows
+where generation time goes.
 
     python bench/bench_model.py                                   # CPU, tiny config (4 layers, 256 wide)
     python bench/bench_model.py --compile                         # also torch.compile'd training and generation
@@ -25,6 +27,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import transformers
 from transformers import CompileConfig, GPT2LMHeadModel
 
@@ -283,6 +286,71 @@ def seed_loop_row(name: str, ours: Callable, seed_loop: Callable, work: float, a
     return dict(row, same_tokens=torch.equal(ours.output, seed_loop.output))
 
 
+def per_call_ms(function: Callable, repeats: int, rounds: int, device: torch.device) -> float:
+    """Milliseconds per call of `function`: the median over rounds of the mean over `repeats` calls."""
+    function()
+    times = []
+    for _ in range(rounds):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            function()
+        synchronize(device)
+        times.append((time.perf_counter() - start) / repeats * 1e3)
+    return statistics.median(times)
+
+
+def decode_breakdown(ours, theirs, args) -> dict:
+    """Where a greedy decoding step at batch 1 spends its time: milliseconds per new token, for both models.
+
+    - generate(): a whole step as generate() runs it: (time of --new-tokens tokens - time of 1) / (--new-tokens - 1);
+    - forward: the model alone, one new token against a cache holding the prompt;
+    - output head: the (1 x emb_dim) @ (emb_dim x vocab_size) matmul inside it, the same work in both models.
+    generate() - forward is transformers' own loop, shared by both models: inputs, the logits' copy, argmax.
+    """
+    torch.manual_seed(3)
+    prompt = torch.randint(0, ours.config.vocab_size - 1, (1, args.prompt_len), device=args.device)
+    return {side: decode_step_ms(model, prompt, args) for side, model in (("ours", ours), ("theirs", theirs))}
+
+
+@torch.no_grad()
+def decode_step_ms(model, prompt: torch.Tensor, args: argparse.Namespace) -> dict:
+    model.eval()
+    rounds = max(3, args.rounds)
+    attention_mask = torch.ones(1, prompt.shape[1] + 1, dtype=torch.long, device=args.device)
+
+    def generate(new_tokens: int):
+        model.generate(prompt, attention_mask=attention_mask[:, :-1], max_new_tokens=new_tokens, do_sample=False)
+
+    cache = model(prompt, use_cache=True).cache
+
+    def forward_one_token():
+        model(prompt[:, -1:], attention_mask=attention_mask, cache=cache, logits_to_keep=1)
+        cache.crop(-1)  # back to the prompt alone
+
+    hidden = torch.randn(1, 1, model.config.hidden_size, device=args.device)  # emb_dim in ours, n_embd in GPT-2's
+    head_weight = model.get_output_embeddings().weight
+    whole, first = (per_call_ms(lambda n=n: generate(n), 1, rounds, args.device) for n in (args.new_tokens, 1))
+    figures = dict(
+        generate=(whole - first) / (args.new_tokens - 1),
+        forward=per_call_ms(forward_one_token, 50, rounds, args.device),
+        output_head=per_call_ms(lambda: F.linear(hidden, head_weight), 50, rounds, args.device),
+    )
+    return dict(figures, generate_loop=figures["generate"] - figures["forward"])
+
+
+def print_breakdown(figures: dict) -> None:
+    print(f"\n{'batch-1 greedy decoding, ms per new token':<46} {'gpt2edu':>8} {'GPT2LMHeadModel':>16}")
+    labels = {
+        "generate": "generate(), a whole step",
+        "forward": "  the model's forward (one token, cached)",
+        "output_head": "    of which the output head's matmul",
+        "generate_loop": "  transformers' generate loop (the rest)",
+    }
+    for key, label in labels.items():
+        print(f"{label:<46} {figures['ours'][key]:>8.2f} {figures['theirs'][key]:>16.2f}")
+
+
 def compiled_row(name: str, jobs: dict[str, Callable], rounds: int, work: float, unit: str) -> dict:
     """Compile both sides (timing the first call, which compiles), then compare them; a failure becomes the row."""
     try:
@@ -342,16 +410,21 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_train:
         rows += bench_training(ours, theirs, args)
         ours, theirs = build_models(args)  # training moved the two apart (dropout draws differ): start again
+    breakdown = None
     if not args.skip_generate:
         rows += bench_generation(ours, theirs, args)
+        breakdown = decode_breakdown(ours, theirs, args)
     print_table(rows)
+    if breakdown:
+        print_breakdown(breakdown)
     meta.update(load_average_before=load_before, load_average_after=os.getloadavg())
     print(f"load average (1, 5, 15 min) before: {load_before}, after: {meta['load_average_after']}")
     settings = {
         key: str(value) if isinstance(value, (Path, torch.device)) else value for key, value in vars(args).items()
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(meta=meta, settings=settings, rows=rows), indent=2) + "\n")
+    results = dict(meta=meta, settings=settings, rows=rows, decode_breakdown=breakdown)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
