@@ -136,6 +136,11 @@ def validate_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name} must be a .txt, .json, .jsonl or .parquet file, got {path!r}")
     if args.dataset_name and args.train_file:
         raise UsageError("pass either --dataset_name or --train_file, not both")
+    if not (args.dataset_name or args.train_file or DEFAULT_CORPUS.is_file()):
+        raise UsageError(
+            f"no --train_file or --dataset_name, and the default corpus {DEFAULT_CORPUS} is not there (it comes with "
+            "a clone of the repository, not with an installed wheel); pass --train_file or --dataset_name"
+        )
     if args.model_name_or_path and args.config_overrides:
         raise UsageError("--config_overrides builds a new model; it cannot be combined with --model_name_or_path")
     if args.push_to_hub and not (args.hub_model_id or args.output_dir):

@@ -328,6 +328,16 @@ def test_bad_input_is_one_clear_line_and_nothing_is_written(tmp_path, capsys, ar
     assert (out / "model.safetensors").read_text() == "a previous good output"
 
 
+def test_no_corpus_at_all_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    # As after a wheel install: train_accelerate.py with no data/ folder beside it.
+    monkeypatch.setattr(train_accelerate, "DEFAULT_CORPUS", tmp_path / "data" / "default_corpus.txt")
+    code, err = run_main(["--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert "the default corpus" in err and "pass --train_file or --dataset_name" in err
+    assert "Traceback" not in err and ": error: " in err.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_checkpoint_of_another_shape_is_refused(tmp_path, capsys, uninterrupted):
     checkpoint = uninterrupted("map", RESUMABLE) / "step_5"
     code, err = run_main(
