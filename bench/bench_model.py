@@ -286,18 +286,14 @@ def seed_loop_row(name: str, ours: Callable, seed_loop: Callable, work: float, a
     return dict(row, same_tokens=torch.equal(ours.output, seed_loop.output))
 
 
-def per_call_ms(function: Callable, repeats: int, rounds: int, device: torch.device) -> float:
-    """Milliseconds per call of `function`: the median over rounds of the mean over `repeats` calls."""
-    function()
-    times = []
-    for _ in range(rounds):
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            function()
-        synchronize(device)
-        times.append((time.perf_counter() - start) / repeats * 1e3)
-    return statistics.median(times)
+def timed_ms(function: Callable, repeats: int, device: torch.device) -> float:
+    """Milliseconds per call of `function`, over `repeats` calls."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats * 1e3
 
 
 def decode_breakdown(ours, theirs, args) -> dict:
@@ -305,8 +301,9 @@ def decode_breakdown(ours, theirs, args) -> dict:
 
     - generate(): a whole step as generate() runs it: (time of --new-tokens tokens - time of 1) / (--new-tokens - 1);
     - forward: the model alone, one new token against a cache holding the prompt;
-    - output head: the (1 x emb_dim) @ (emb_dim x vocab_size) matmul inside it, the same work in both models.
-    generate() - forward is transformers' own loop, shared by both models: inputs, the logits' copy, argmax.
+    - output head: the (1 x emb_dim) @ (emb_dim x vocab_size) matmul inside it, the same work in both models;
+    - generate loop: generate() - forward, transformers' own loop: inputs, the logits' copy, argmax.
+    Each round measures all four back to back; the figures are medians over rounds.
     """
     torch.manual_seed(3)
     prompt = torch.randint(0, ours.config.vocab_size - 1, (1, args.prompt_len), device=args.device)
@@ -316,7 +313,6 @@ def decode_breakdown(ours, theirs, args) -> dict:
 @torch.no_grad()
 def decode_step_ms(model, prompt: torch.Tensor, args: argparse.Namespace) -> dict:
     model.eval()
-    rounds = max(3, args.rounds)
     attention_mask = torch.ones(1, prompt.shape[1] + 1, dtype=torch.long, device=args.device)
 
     def generate(new_tokens: int):
@@ -330,13 +326,17 @@ def decode_step_ms(model, prompt: torch.Tensor, args: argparse.Namespace) -> dic
 
     hidden = torch.randn(1, 1, model.config.hidden_size, device=args.device)  # emb_dim in ours, n_embd in GPT-2's
     head_weight = model.get_output_embeddings().weight
-    whole, first = (per_call_ms(lambda n=n: generate(n), 1, rounds, args.device) for n in (args.new_tokens, 1))
-    figures = dict(
-        generate=(whole - first) / (args.new_tokens - 1),
-        forward=per_call_ms(forward_one_token, 50, rounds, args.device),
-        output_head=per_call_ms(lambda: F.linear(hidden, head_weight), 50, rounds, args.device),
-    )
-    return dict(figures, generate_loop=figures["generate"] - figures["forward"])
+    rounds = []
+    for round_index in range(max(5, args.rounds) + 1):  # the first round warms up
+        first, whole = (timed_ms(lambda n=n: generate(n), 1, args.device) for n in (1, args.new_tokens))
+        step = dict(
+            generate=(whole - first) / (args.new_tokens - 1),
+            forward=timed_ms(forward_one_token, 50, args.device),
+            output_head=timed_ms(lambda: F.linear(hidden, head_weight), 50, args.device),
+        )
+        if round_index > 0:
+            rounds.append(dict(step, generate_loop=step["generate"] - step["forward"]))
+    return {key: statistics.median(step[key] for step in rounds) for key in rounds[0]}
 
 
 def print_breakdown(figures: dict) -> None:
