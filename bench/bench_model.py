@@ -307,7 +307,9 @@ def decode_breakdown(ours, theirs, args) -> dict:
     """
     torch.manual_seed(3)
     prompt = torch.randint(0, ours.config.vocab_size - 1, (1, args.prompt_len), device=args.device)
-    return {side: decode_step_ms(model, prompt, args) for side, model in (("ours", ours), ("theirs", theirs))}
+    autocast = torch.autocast(args.device.type, dtype=torch.bfloat16) if args.dtype == "bf16" else nullcontext()
+    with autocast:
+        return {side: decode_step_ms(model, prompt, args) for side, model in (("ours", ours), ("theirs", theirs))}
 
 
 @torch.no_grad()
