@@ -22,17 +22,16 @@ Prints a table and writes every figure as JSON (--out). CPU only.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-from importlib.metadata import version
 from pathlib import Path
+
+from machine import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -176,27 +175,6 @@ def measure_phases(checkpoint: Path, folder: Path) -> list[dict]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment() -> dict:
-    return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        **{package: version(package) for package in ("torch", "transformers", "safetensors")},
-    }
-
-
 def print_table(results: dict) -> None:
     env, file_mb = results["environment"], results["checkpoint_mb"]
     print(f"\n{env['date']}  {env['cpu']} ({env['cpu_count']} CPUs)  python {env['python']}  torch {env['torch']}  "
@@ -222,7 +200,8 @@ def print_table(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    results = {"environment": environment(), "size": args.size, "rounds": args.rounds}
+    results = {"size": args.size, "rounds": args.rounds}
+    results["environment"] = environment("torch", "transformers", "safetensors")
     with tempfile.TemporaryDirectory(prefix="bench_convert_") as name:
         folder = Path(name)
         checkpoint = folder / "seed_model.pth"

@@ -18,11 +18,9 @@ Prints a table and writes every figure as JSON (--out). CPU only.
 """
 
 import argparse
-import datetime
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -31,6 +29,8 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+
+from machine import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -167,33 +167,6 @@ def measure_memory(path: Path, block_size: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment() -> dict:
-    import datasets
-    import pyarrow
-    import tiktoken
-
-    return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "datasets": datasets.__version__,
-        "pyarrow": pyarrow.__version__,
-        "tiktoken": tiktoken.__version__,
-    }
-
-
 def print_table(results: dict) -> None:
     env, speed, memory = results["environment"], results["throughput"], results["memory"]
     print(f"\n{env['date']}  {env['cpu']} ({env['cpu_count']} CPUs)  python {env['python']}  "
@@ -223,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe:
         probe(args.probe, args.block_size)
         return 0
-    results = {"environment": environment(), "block_size": args.block_size, "corpus_source": args.corpus}
+    results = {"block_size": args.block_size, "corpus_source": args.corpus}
+    results["environment"] = environment("datasets", "pyarrow", "tiktoken")
     with tempfile.TemporaryDirectory(prefix="bench_data_") as folder:
         path = Path(folder) / f"corpus_{args.throughput_mb}mb.txt"
         size = make_corpus(args.corpus, args.throughput_mb, path)

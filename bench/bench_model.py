@@ -34,6 +34,8 @@ from transformers import CompileConfig, GPT2LMHeadModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402
+
 from configuration_gpt2edu import GPT2EduConfig  # noqa: E402
 from convert_checkpoint import gpt2edu_config_to_gpt2, gpt2edu_to_gpt2_state_dict  # noqa: E402
 from modeling_gpt2edu import GPT2EduForCausalLM  # noqa: E402
@@ -366,15 +368,9 @@ def compiled_row(name: str, jobs: dict[str, Callable], rounds: int, work: float,
 
 
 def machine_description(args) -> dict:
-    cpu = platform.processor()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        cpu=cpu,
+        cpu=cpu_model(),
         cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(),
         python=platform.python_version(),
