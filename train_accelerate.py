@@ -214,9 +214,10 @@ def running_text_pieces(lines: list[str], n_pieces: int) -> list[str]:
     target = max(1, len(lines) // n_pieces)  # lines per piece
     pieces, start = [], 0
     for i in range(target, len(lines)):
+        if i - start < target:
+            continue
         before, after = lines[i - 1], lines[i]
-        safe = before[-1:] == "\n" and before[-2:-1].strip() and after[:1].strip()
-        if safe and i - start >= target:
+        if before[-1:] == "\n" and before[-2:-1].strip() and after[:1].strip():  # a safe cut
             pieces.append("".join(lines[start:i]))
             start = i
     pieces.append("".join(lines[start:]))
