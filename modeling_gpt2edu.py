@@ -17,8 +17,12 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 
 # HF: transformers' remote-code loader copies this file next to configuration_gpt2edu.py and follows only relative
 # imports outside try blocks; the absolute import is for running from a checkout.
@@ -58,6 +62,43 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
+def eager_attention(
+    module: nn.Module,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out step by step: scores, mask, softmax, dropout, weighted sum of values.
+
+    Args:
+        module: The attention layer calling (for `training`).
+        q, k, v: Queries (batch, n_heads, queries, head_dim); keys and values (batch, n_heads, keys, head_dim).
+        attention_mask: (batch, 1, queries, keys), boolean (True where a query may look at a key) or additive (0
+            there, a large negative number elsewhere); None means plain causal attention.
+        dropout: Probability of dropping an attention weight (0 outside training).
+        scaling: Factor on the scores, 1 / sqrt(head_dim).
+
+    Returns:
+        The context (batch, queries, n_heads, head_dim) and the attention weights (batch, n_heads, queries, keys).
+    """
+    attn_scores = (q @ k.transpose(-2, -1)) * scaling  # (batch, n_heads, queries, keys)
+    if attention_mask is None and q.shape[-2] > 1:
+        # Plain causal attention: query i sees keys 0..i (like the fused kernel's is_causal).
+        attention_mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        # The dtype's lowest value rather than -inf: a padding query that sees no key gets uniform weights, not NaN.
+        attn_scores = attn_scores.masked_fill(~attention_mask, torch.finfo(attn_scores.dtype).min)
+    elif attention_mask is not None:
+        attn_scores = attn_scores + attention_mask
+    attn_weights = torch.softmax(attn_scores, dim=-1)
+    context = F.dropout(attn_weights, p=dropout, training=module.training) @ v  # (batch, n_heads, queries, head_dim)
+    return context.transpose(1, 2), attn_weights
+
+
 class MultiHeadAttention(nn.Module):
     """Causal self-attention: every token looks at itself and the tokens before it, in n_heads subspaces at once."""
 
@@ -65,6 +106,7 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx  # HF: which slot of the KV cache belongs to this layer
+        self.is_causal = True  # HF: read by transformers' attention kernels
         self.n_heads = config.n_heads
         self.head_dim = config.emb_dim // config.n_heads
         self.W_query = nn.Linear(config.emb_dim, config.emb_dim, bias=config.qkv_bias)
@@ -79,17 +121,18 @@ class MultiHeadAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
-    ) -> torch.Tensor:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend over the sequence (and over the cached past, when there is one).
 
         Args:
             hidden_states: Input of shape (batch, seq, emb_dim).
-            attention_mask: Boolean (batch, 1, seq, keys), True where a query may attend to a key; None means plain
-                causal attention over a sequence with no padding.
+            attention_mask: The mask `create_causal_mask` made for the attention implementation in use.
             cache: Keys and values of the tokens seen so far; this layer appends its new ones.
+            output_attentions: Also return the attention weights (computed by `eager_attention`).
 
         Returns:
-            Tensor of shape (batch, seq, emb_dim).
+            Tensor of shape (batch, seq, emb_dim), and the attention weights or None.
         """
         batch, seq_len, emb_dim = hidden_states.shape
         # (batch, seq, emb_dim) -> (batch, n_heads, seq, head_dim)
@@ -101,32 +144,21 @@ class MultiHeadAttention(nn.Module):
             # HF: store this step's keys and values and get back the whole history, (batch, n_heads, keys, head_dim)
             k, v = cache.update(k, v, self.layer_idx)
 
-        # With no mask, queries and keys are the same positions and only the causal triangle applies.
-        is_causal = attention_mask is None and seq_len > 1
-        dropout_p = self.dropout.p if self.training else 0.0
-        if self.config._attn_implementation == "eager":
-            context = self.eager_attention(q, k, v, attention_mask, is_causal)
-        else:
-            # speed: PyTorch's fused attention (flash or memory-efficient kernels) computes the same thing as
-            # eager_attention without materialising the (seq x keys) weight matrix.
-            context = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attention_mask, dropout_p=dropout_p, is_causal=is_causal
-            )
-
-        # (batch, n_heads, seq, head_dim) -> (batch, seq, emb_dim)
-        context = context.transpose(1, 2).reshape(batch, seq_len, emb_dim)
-        return self.out_proj(context)
-
-    def eager_attention(self, q, k, v, attention_mask, is_causal) -> torch.Tensor:
-        """Attention written out step by step: scores, mask, softmax, dropout, weighted sum of values."""
-        attn_scores = q @ k.transpose(-2, -1)  # (batch, n_heads, seq, keys)
-        if is_causal:
-            attention_mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-        if attention_mask is not None:
-            attn_scores = attn_scores.masked_fill(~attention_mask, float("-inf"))
-        attn_weights = torch.softmax(attn_scores / math.sqrt(self.head_dim), dim=-1)
-        attn_weights = self.dropout(attn_weights)
-        return attn_weights @ v  # (batch, n_heads, seq, head_dim)
+        # HF: config._attn_implementation picks the kernel: "eager" is eager_attention above; "sdpa" (the default) is
+        # PyTorch's fused attention, the same arithmetic without materialising the weights; flash attention and the
+        # kernels transformers offers plug in the same way. Only eager_attention can return the weights.
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention)
+        if output_attentions:
+            if self.config._attn_implementation not in ("eager", "sdpa"):
+                raise ValueError(
+                    f"output_attentions=True needs the eager attention, but the model uses "
+                    f"{self.config._attn_implementation!r}; call model.set_attn_implementation('eager') first."
+                )
+            attention = eager_attention  # an sdpa mask (boolean or None) means the same to eager_attention
+        dropout = self.dropout.p if self.training else 0.0
+        context, attn_weights = attention(self, q, k, v, attention_mask, dropout=dropout, scaling=self.head_dim**-0.5)
+        context = context.reshape(batch, seq_len, emb_dim)  # (batch, seq, n_heads, head_dim) -> (batch, seq, emb_dim)
+        return self.out_proj(context), attn_weights
 
 
 class TransformerBlock(GradientCheckpointingLayer):
@@ -147,14 +179,15 @@ class TransformerBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
-    ) -> torch.Tensor:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         shortcut = hidden_states
-        hidden_states = self.att(self.norm1(hidden_states), attention_mask, cache=cache)
+        hidden_states, attn_weights = self.att(self.norm1(hidden_states), attention_mask, cache, output_attentions)
         hidden_states = shortcut + self.drop_shortcut(hidden_states)
 
         shortcut = hidden_states
         hidden_states = self.ff(self.norm2(hidden_states))
-        return shortcut + self.drop_shortcut(hidden_states)
+        return shortcut + self.drop_shortcut(hidden_states), attn_weights
 
 
 class GPT2EduPreTrainedModel(PreTrainedModel):
@@ -164,7 +197,11 @@ class GPT2EduPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock"]
+    # HF: attention implementations set_attn_implementation() and from_pretrained(attn_implementation=) accept
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
 
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2's initialisation: normal(0, 0.02), zero biases, and residual projections scaled down by depth."""
@@ -180,37 +217,6 @@ class GPT2EduPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LayerNorm):
             init.ones_(module.scale)
             init.zeros_(module.shift)
-
-
-def build_attention_mask(
-    attention_mask: torch.Tensor | None, query_length: int, past_length: int, key_length: int
-) -> torch.Tensor | None:
-    """HF: turn a (batch, tokens) padding mask into a boolean (batch, 1, queries, keys) attention mask.
-
-    Returns None when plain causal attention is exact (no padding, no cached past or a single new token), so the fused
-    kernel can skip the mask entirely. A 4D mask built by `generate()` for static caches is passed through.
-    """
-    if attention_mask is not None and attention_mask.dim() == 4:
-        # A 4D mask from transformers is either boolean or additive (0 where allowed, a large negative elsewhere).
-        return attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
-    has_padding = attention_mask is not None and not bool(attention_mask.all())
-    plain_causal = key_length == past_length + query_length and (past_length == 0 or query_length == 1)
-    if not has_padding and plain_causal:
-        return None
-
-    device = attention_mask.device if attention_mask is not None else None
-    query_positions = torch.arange(query_length, device=device) + past_length
-    key_positions = torch.arange(key_length, device=device)
-    mask = key_positions[None, :] <= query_positions[:, None]  # (queries, keys): the causal triangle
-    if has_padding:
-        # Keys beyond the padding mask's length are future slots of a static cache: causality already hides them.
-        key_is_token = F.pad(attention_mask.bool(), (0, max(0, key_length - attention_mask.shape[-1])))
-        mask = mask[None] & key_is_token[:, None, :key_length]  # (batch, queries, keys)
-        # A padding query would otherwise see no key at all and its softmax would be NaN; let it see itself.
-        mask = mask | (key_positions[None, :] == query_positions[:, None])
-    else:
-        mask = mask[None]
-    return mask[:, None]  # (batch, 1, queries, keys), broadcast over heads
 
 
 class GPT2EduModel(GPT2EduPreTrainedModel):
@@ -231,6 +237,8 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
     def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
         self.tok_emb = new_embeddings
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # HF: transformers 4's name for the cache
+    @can_return_tuple  # HF: return_dict=False (or config.return_dict) gives a plain tuple, in the fields' order
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -239,6 +247,8 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
         cache: Cache | None = None,
         use_cache: bool | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         """Run the body over a batch of token ids.
@@ -248,14 +258,25 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
             attention_mask: 1 for real tokens and 0 for padding, (batch, past + seq); or a ready 4D mask.
             position_ids: Position of each token, (batch, seq); derived from the mask or the cache when absent.
             cache: A transformers `Cache` holding the past keys and values; created when `use_cache` and absent.
+                `past_key_values` is accepted as its older name.
             use_cache: Whether to return the cache (defaults to `config.use_cache`).
             inputs_embeds: Token embeddings to use instead of `input_ids`, (batch, seq, emb_dim).
+            output_attentions: Also return each block's attention weights, (batch, n_heads, seq, keys).
+            output_hidden_states: Also return the residual stream: the embeddings, then each block's output (the
+                last one after the final LayerNorm), each (batch, seq, emb_dim).
 
         Returns:
-            `BaseModelOutputWithPast` with `last_hidden_state` (batch, seq, emb_dim) and the `cache`.
+            `BaseModelOutputWithPast` with `last_hidden_state` (batch, seq, emb_dim), the `cache`, and the
+            `hidden_states` and `attentions` when asked for.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if cache is not None and not isinstance(cache, Cache):
+            raise TypeError(f"cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}.")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
         if inputs_embeds is None:
             inputs_embeds = self.tok_emb(input_ids)
         batch, seq_len, _ = inputs_embeds.shape
@@ -264,7 +285,6 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)  # HF: the library's cache; each layer fills its own slot
         past_length = cache.get_seq_length() if cache is not None else 0
-        key_length = cache.get_mask_sizes(seq_len, 0)[0] if cache is not None else seq_len
 
         if position_ids is None:
             if attention_mask is not None and attention_mask.dim() == 2:
@@ -279,11 +299,26 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
             )
 
         hidden_states = self.drop_emb(inputs_embeds + self.pos_emb(position_ids))  # (batch, seq, emb_dim)
-        mask = build_attention_mask(attention_mask, seq_len, past_length, key_length)
+        # HF: the causal triangle (query i sees keys up to i), minus padding, in the form the attention kernel
+        # wants; None where the kernel's own causal mode is exact.
+        mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache)
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for block in self.trf_blocks:
-            hidden_states = block(hidden_states, mask, cache=cache)
+            hidden_states, attn_weights = block(hidden_states, mask, cache, output_attentions)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
         hidden_states = self.final_norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
+        if output_hidden_states:
+            all_hidden_states = all_hidden_states[:-1] + (hidden_states,)  # the last one after the final norm
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            cache=cache if use_cache else None,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
 
 
 class NextTokenCrossEntropy(torch.autograd.Function):
@@ -370,6 +405,8 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.out_head = new_embeddings
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -380,19 +417,23 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Next-token logits, and the language-modelling loss when labels are given.
 
         Args:
-            input_ids, attention_mask, position_ids, cache, use_cache, inputs_embeds: As in `GPT2EduModel.forward`.
+            input_ids, attention_mask, position_ids, cache, use_cache, inputs_embeds, output_attentions,
+                output_hidden_states: As in `GPT2EduModel.forward`.
             labels: Target ids, (batch, seq), usually the input ids themselves: the model shifts them so that
                 position t is scored on token t + 1. Positions labelled -100 are ignored.
             logits_to_keep: If an int n > 0, compute logits for the last n positions only (generate() needs just
                 the last one); if a tensor, the sequence indices to keep. 0 keeps all.
 
         Returns:
-            `CausalLMOutputWithPast` with `loss`, `logits` (batch, kept positions, vocab_size) and `cache`.
+            `CausalLMOutputWithPast` with `loss`, `logits` (batch, kept positions, vocab_size), `cache`, and the
+            `hidden_states` and `attentions` when asked for.
         """
         outputs = self.model(
             input_ids,
@@ -401,6 +442,9 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
             cache=cache,
             use_cache=use_cache,
             inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         hidden_states = outputs.last_hidden_state
         # speed: the output head is the largest matmul in the model; skip positions whose logits nobody reads.
@@ -413,7 +457,13 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = next_token_loss(logits, labels, **kwargs)  # HF: kwargs may carry Trainer's num_items_in_batch
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
 
 # HF: make the Auto classes know gpt2edu (AutoModelForCausalLM.from_pretrained works once this module is imported),
