@@ -277,6 +277,8 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
+        if not isinstance(output_hidden_states, bool):
+            raise ValueError("output_hidden_states must be True or False; to keep some layers, index the tuple.")
         if inputs_embeds is None:
             inputs_embeds = self.tok_emb(input_ids)
         batch, seq_len, _ = inputs_embeds.shape
@@ -302,6 +304,7 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
         # HF: the causal triangle (query i sees keys up to i), minus padding, in the form the attention kernel
         # wants; None where the kernel's own causal mode is exact.
         mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache)
+        # Written out rather than captured with transformers' hooks: this loop is where the residual stream flows.
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for block in self.trf_blocks:
