@@ -73,10 +73,5 @@ class GPT2EduConfig(PreTrainedConfig):
         if not self.layer_norm_eps > 0:
             raise ValueError(f"GPT2EduConfig: layer_norm_eps must be positive, got {self.layer_norm_eps!r}.")
 
-    @property
-    def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.emb_dim // self.n_heads
-
 
 __all__ = ["GPT2EduConfig"]
