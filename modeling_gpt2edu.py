@@ -293,7 +293,7 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
                 # Left padding: count positions from each sequence's first real token, as if it were alone.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
             else:
-                position_ids = torch.arange(past_length, past_length + seq_len, device=inputs_embeds.device)[None]
+                position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_length)[None]
         if isinstance(past_length, int) and past_length + seq_len > self.config.context_length:
             raise ValueError(
                 f"Sequence of {past_length + seq_len} tokens is longer than context_length "
