@@ -249,7 +249,6 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        **kwargs,
     ) -> BaseModelOutputWithPast:
         """Run the body over a batch of token ids.
 
@@ -365,7 +364,6 @@ def next_token_loss(
     num_items_in_batch: torch.Tensor | int | None = None,
     ignore_index: int = -100,
     shift_labels: torch.LongTensor | None = None,
-    **kwargs,
 ) -> torch.Tensor:
     """The language-modelling loss: position t is scored on token t + 1; labels equal to ignore_index are skipped.
 
@@ -438,6 +436,9 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
             `CausalLMOutputWithPast` with `loss`, `logits` (batch, kept positions, vocab_size), `cache`, and the
             `hidden_states` and `attentions` when asked for.
         """
+        unknown = kwargs.keys() - {"num_items_in_batch", "ignore_index", "shift_labels"}  # the loss's options
+        if unknown:
+            raise TypeError(f"GPT2EduForCausalLM.forward() got unexpected keyword arguments: {sorted(unknown)}.")
         outputs = self.model(
             input_ids,
             attention_mask=attention_mask,

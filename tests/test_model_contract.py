@@ -62,6 +62,15 @@ def test_past_key_values_is_the_cache_with_a_deprecation_warning(model_class):
     torch.testing.assert_close(first_part(rest), full[:, 5:])
 
 
+@pytest.mark.parametrize("model_class", [GPT2EduForCausalLM, GPT2EduModel])
+def test_an_unknown_argument_is_refused_not_swallowed(model_class):
+    model = model_class(tiny_config()).eval()
+    input_ids = torch.randint(0, 100, (1, 4))
+    cache = model(input_ids, use_cache=True).cache
+    with pytest.raises(TypeError, match="past_key_value"):
+        model(input_ids, past_key_value=cache)  # a misspelt cache would otherwise be dropped without a word
+
+
 def test_a_legacy_tuple_cache_is_refused():
     model = make_model()
     with pytest.raises(TypeError, match="Cache"):
