@@ -3,6 +3,8 @@
     python convert_checkpoint.py gpt2_model.pth gpt2edu-124m                # seed checkpoint -> gpt2edu folder
     python convert_checkpoint.py gpt2edu-124m gpt2-124m --to gpt2           # gpt2edu folder -> plain GPT-2 folder
     python convert_checkpoint.py gpt2-folder gpt2edu-openai                 # transformers GPT-2 -> gpt2edu
+    python convert_checkpoint.py openai-community/gpt2 gpt2edu-openai       # a Hub model id -> gpt2edu
+    python convert_checkpoint.py gpt2edu-124m back.pth                      # gpt2edu folder -> seed checkpoint
     python convert_checkpoint.py gpt2_model.pth out --push-to-hub you/gpt2edu-124m
 
 The mapping between layouts is a set of pure functions from state dict to state dict, each driven by an explicit
@@ -11,8 +13,8 @@ source -> gpt2edu -> target.
 
 Checkpoints are untrusted input: a .pth file is a pickle, and unpickling can run any code. They are read with
 `torch.load(weights_only=True)`, which builds only tensors and plain Python values; the seed's pickled config class
-is let in as plain data under its exact name. Output is written into a temporary folder beside OUT_DIR, checked
-tensor by tensor, and renamed into place only when complete.
+is let in as plain data under its exact name. Output is written into a temporary folder (or file) beside OUT, loaded
+back the way a user will load it, compared parameter by parameter with the source, and renamed into place only then.
 """
 
 import argparse
@@ -30,7 +32,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi
 from safetensors import safe_open
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from configuration_gpt2edu import GPT2EduConfig
@@ -154,16 +156,17 @@ def gpt2edu_config_to_gpt2(config: GPT2EduConfig) -> GPT2Config:
     )
 
 
-def seed_config_to_gpt2edu(fields: dict) -> GPT2EduConfig:
+def seed_config_to_gpt2edu(fields: dict, tied: bool = False) -> GPT2EduConfig:
     """The gpt2edu config of the seed's config fields (vocab_size, context_length, emb_dim, n_heads, ...).
 
-    The seed never ties its output head to the token embedding. `<|endoftext|>` (id 50256) is the bos/eos token
-    only when the vocabulary has room for it.
+    The seed's model has an output head of its own; `tied` says the checkpoint's head is its token embedding (as the
+    book ties it for OpenAI's weights). `<|endoftext|>` (id 50256) is the bos/eos token only when the vocabulary has
+    room for it.
     """
     values = {name: fields[name] for name in SEED_CONFIG_FIELDS if name in fields}
     try:
         endoftext = 50256 if values.get("vocab_size", 50257) > 50256 else None
-        return GPT2EduConfig(**values, tie_word_embeddings=False, bos_token_id=endoftext, eos_token_id=endoftext)
+        return GPT2EduConfig(**values, tie_word_embeddings=tied, bos_token_id=endoftext, eos_token_id=endoftext)
     except TypeError as error:  # e.g. a size or a drop_rate that is not a number
         raise ValueError(f"the checkpoint's config has a value of the wrong type: {error}") from error
 
@@ -198,9 +201,49 @@ def seed_to_gpt2edu_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Rename a seed state dict (prefixes already stripped) into gpt2edu's layout, dropping the causal-mask buffers.
 
-    The tensors are not copied: the result holds the very same tensors under their new names.
+    The tensors are not copied: the result holds the very same tensors under their new names. A state dict without
+    `out_head.weight` (a tied head) gets the token embedding as its head.
     """
-    return {ours: state_dict[seed] for seed, ours in seed_rename_table(n_layers, qkv_bias).items()}
+    out = {
+        ours: state_dict[seed] for seed, ours in seed_rename_table(n_layers, qkv_bias).items() if seed in state_dict
+    }
+    out.setdefault("out_head.weight", out["model.tok_emb.weight"])
+    return out
+
+
+def gpt2edu_to_seed_state_dict(state_dict: dict[str, torch.Tensor], config: GPT2EduConfig) -> dict[str, torch.Tensor]:
+    """gpt2edu's layout back to the seed's: its names, a head of its own, and each block's `att.mask` buffer.
+
+    The seed's `GPTModel` registers the causal mask (1 above the diagonal) as a buffer, which its `state_dict()`
+    includes and `load_state_dict(strict=True)` expects; it is stored in the weights' dtype, as `model.to(dtype)`
+    leaves it.
+    """
+    out = {}
+    for seed, ours in seed_rename_table(config.n_layers, config.qkv_bias).items():
+        tensor = state_dict[ours]
+        if seed == "out_head.weight" and tensor is state_dict["model.tok_emb.weight"]:
+            tensor = tensor.clone()  # the seed's head is a parameter of its own, saved as its own tensor
+        out[seed] = tensor
+    dtype = state_dict["model.tok_emb.weight"].dtype
+    mask = torch.triu(torch.ones(config.context_length, config.context_length), diagonal=1).to(dtype)
+    for i in range(config.n_layers):
+        out[f"trf_blocks.{i}.att.mask"] = mask.clone()  # one per block, as the seed's model saves them
+    return out
+
+
+def seed_head_is_embedding(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Whether a seed state dict's output head is its token embedding: absent, the same memory, or equal bits.
+
+    The book ties the head for OpenAI's weights (`model.out_head.weight = model.tok_emb.weight`); torch.save keeps the
+    two names on one storage, and a copy of the same values computes the same model.
+    """
+    head, embedding = state_dict.get("out_head.weight"), state_dict.get("tok_emb.weight")
+    if head is None:
+        return True
+    if embedding is None or head.shape != embedding.shape or head.dtype != embedding.dtype:
+        return False
+    same_memory = head.data_ptr() == embedding.data_ptr() and head.stride() == embedding.stride()
+    return same_memory or same_bits(head, embedding)
 
 
 def gpt2_to_gpt2edu_state_dict(state_dict: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
@@ -390,9 +433,16 @@ def read_seed_checkpoint(path: Path, n_heads: int | None = None) -> Source:
         form += ", keys prefixed " + " and ".join(prefixes)
     state_dict = stripped
     what = f"{path} is not a seed GPT checkpoint"
+    sidecar = seed_config_file(path)
+    if stored is None and sidecar.is_file():
+        stored, form = read_seed_config_file(sidecar), form + f" with its config in {sidecar.name}"
 
     if "tok_emb.weight" not in state_dict or "pos_emb.weight" not in state_dict:
         check_state_dict(state_dict, dict.fromkeys(seed_rename_table(12, False)), what)  # raises: keys are missing
+    tied = seed_head_is_embedding(state_dict)
+    if tied:
+        state_dict = {name: tensor for name, tensor in state_dict.items() if name != "out_head.weight"}
+        form += ", output head tied to the token embedding"
     fields = seed_sizes_from_state_dict(state_dict) | (stored or {})
     if n_heads is not None and stored and "n_heads" in stored and stored["n_heads"] != n_heads:
         raise ValueError(f"conflicting --n-heads {n_heads}: the checkpoint's config says n_heads={stored['n_heads']}")
@@ -410,14 +460,31 @@ def read_seed_checkpoint(path: Path, n_heads: int | None = None) -> Source:
             SEED_HEAD_DIM,
             fields["n_heads"],
         )
-    config = seed_config_to_gpt2edu(fields)
+    config = seed_config_to_gpt2edu(fields, tied)
 
     table = seed_rename_table(config.n_layers, config.qkv_bias)
     model_shapes = {name: p.shape for name, p in empty_model(GPT2EduForCausalLM, config).state_dict().items()}
     buffers = tuple(f"trf_blocks.{i}.{name}" for i in range(config.n_layers) for name in SEED_BUFFER_KEYS)
-    check_state_dict(state_dict, {seed: model_shapes[ours] for seed, ours in table.items()}, what, ignored=buffers)
+    expected = {seed: model_shapes[ours] for seed, ours in table.items()}
+    check_state_dict(state_dict, expected, what, optional=("out_head.weight",) if tied else (), ignored=buffers)
     state_dict = seed_to_gpt2edu_state_dict(state_dict, config.n_layers, config.qkv_bias)
     return Source(f"seed checkpoint {path.name} ({form})", config, state_dict)
+
+
+def seed_config_file(path: Path) -> Path:
+    """Where the seed's config fields are kept beside a bare state dict: gpt2_model.pth -> gpt2_model.config.json."""
+    return path.with_name(path.stem + ".config.json")
+
+
+def read_seed_config_file(path: Path) -> dict:
+    """The seed config fields stored in a JSON file (the dict the book passes to `GPTModel(cfg)`)."""
+    try:
+        fields = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read the seed config {path}: {error}") from error
+    if not isinstance(fields, dict) or not set(fields) <= set(SEED_CONFIG_FIELDS):
+        raise ValueError(f"{path} is not a seed config: expected a JSON object with {', '.join(SEED_CONFIG_FIELDS)}")
+    return fields
 
 
 def safetensors_files(folder: Path) -> list[Path]:
@@ -479,15 +546,61 @@ def read_hf_folder(folder: Path) -> Source:
     return Source(f"{model_type} folder {folder.name}", config, state_dict)
 
 
-def read_source(src: Path, n_heads: int | None = None) -> Source:
-    """Detect what SRC is (a model folder or a seed checkpoint file) and read it into gpt2edu's layout."""
-    if src.is_dir():
+# What a Hub download fetches: the config and the weights, nothing else (no TF, Flax or ONNX copies).
+HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
+
+
+def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
+    """Fetch a Hub model's config and weights (or take them from the local Hub cache); return the snapshot folder.
+
+    Safetensors weights when the repo has them; otherwise its pytorch_model.bin, read weights-only like any .pth.
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+        if not safetensors_files(folder):
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=["pytorch_model.bin"]))
+    except Exception as error:  # network edge: offline, unknown repo or revision, auth, HTTP errors
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = f"{repo_id} is no local file or folder, and it could not be fetched from the Hub: {reason}"
+        raise ValueError(message) from error
+    return folder
+
+
+def looks_like_repo_id(src: str) -> bool:
+    """Whether SRC is shaped like a Hub model id ('name' or 'owner/name'), rather than a file name."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if src.count("/") > 1 or src.endswith((".pth", ".pt", ".bin", ".safetensors")):
+        return False
+    try:
+        validate_repo_id(src)
+    except HFValidationError:
+        return False
+    return True
+
+
+def read_source(src: str | Path, n_heads: int | None = None, revision: str | None = None) -> Source:
+    """Detect what SRC is (a model folder, a seed checkpoint file or a Hub id) and read it into gpt2edu's layout."""
+    path = Path(src)
+    if revision is not None and path.exists():
+        raise ValueError(f"--revision is for Hub model ids; {src} is a local path")
+    if not path.exists() and looks_like_repo_id(str(src)):
+        if n_heads is not None:
+            raise ValueError(f"--n-heads is for seed checkpoints without a config; {src} is a Hub model id")
+        source = read_hf_folder(download_from_hub(str(src), revision))
+        source.description = f"{source.description.split(' ', 1)[0]} model {src} from the Hub" + (
+            f" (revision {revision})" if revision else ""
+        )
+        return source
+    if path.is_dir():
         if n_heads is not None:
             raise ValueError(f"--n-heads is for seed checkpoints without a config; {src} has a config.json")
-        return read_hf_folder(src)
-    if not src.is_file():
+        return read_hf_folder(path)
+    if not path.is_file():
         raise ValueError(f"no such file or folder: {src}")
-    return read_seed_checkpoint(src, n_heads)
+    return read_seed_checkpoint(path, n_heads)
 
 
 # --- building and writing ------------------------------------------------------------------------------------------
@@ -499,7 +612,7 @@ def build_model(source: Source, to: str, dtype: torch.dtype | None = None) -> Pr
     The model is built on the meta device and the tensors are assigned to it, not copied into it, so a memory-mapped
     checkpoint stays in its file until it is written out.
     """
-    state_dict = source.state_dict
+    state_dict = own_memory(source.state_dict)
     if dtype is not None:
         state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
     config, model_class = source.config, GPT2EduForCausalLM
@@ -510,6 +623,26 @@ def build_model(source: Source, to: str, dtype: torch.dtype | None = None) -> Pr
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.tie_weights()  # HF: assign gave the head and the embedding separate Parameters; tie them again
     return model.eval()
+
+
+def own_memory(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Give every tensor contiguous memory of its own, as safetensors needs; the same tensor twice (a tie) stays one.
+
+    Checkpoints may hold views: the book's safetensors loader leaves W_query, W_key and W_value as transposed chunks of
+    one fused matrix. Such tensors are copied; a tensor that is already alone in its memory is kept as it is.
+    """
+    owners: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, tensor in state_dict.items():
+        storage = tensor.untyped_storage()
+        alone = (
+            tensor.is_contiguous()
+            and tensor.storage_offset() == 0
+            and storage.nbytes() == tensor.numel() * tensor.element_size()
+        )
+        owner = owners.setdefault(storage.data_ptr(), tensor)
+        out[name] = tensor if alone and owner is tensor else tensor.clone(memory_format=torch.contiguous_format)
+    return out
 
 
 @contextlib.contextmanager
@@ -569,30 +702,50 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.reshape(-1).view(as_int), b.reshape(-1).view(as_int))
 
 
-def verify_saved_weights(folder: Path, model: PreTrainedModel) -> int:
-    """Read back the weights written to `folder` and check each against the model's tensor; return how many.
+def compare_parameters(loaded: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str) -> int:
+    """Check that `loaded` holds exactly `expected`'s tensors, bit for bit; return how many were compared.
 
     Raises:
-        RuntimeError: If a tensor is missing, extra or different.
+        RuntimeError: Naming the first tensor that is missing, extra or different.
     """
-    expected = model.state_dict()
-    written = set()
-    for file in safetensors_files(folder):
-        with safe_open(file, framework="pt") as weights:
-            names = list(weights.keys())
-        for name in names:
-            if name not in expected:
-                raise RuntimeError(f"verification failed: {file} holds {name}, which the model does not have")
-            # memory: a fresh memory map per tensor, released right after, so the file is never in memory whole
-            with safe_open(file, framework="pt") as weights:
-                if not same_bits(weights.get_tensor(name), expected[name]):
-                    raise RuntimeError(f"verification failed: {name} as written to {file} differs from its source")
-            written.add(name)
+    missing, extra = sorted(expected.keys() - loaded.keys()), sorted(loaded.keys() - expected.keys())
+    if missing or extra:
+        raise RuntimeError(f"verification failed: {where} loads with {describe_key_mismatch(missing, extra)}")
     for name, tensor in expected.items():
-        # save_pretrained writes tied weights once: a tensor not written must share memory with one that was.
-        if name not in written and not any(tensor.data_ptr() == expected[other].data_ptr() for other in written):
-            raise RuntimeError(f"verification failed: {name} was not written to {folder}")
-    return len(written)
+        if not same_bits(loaded[name], tensor):
+            raise RuntimeError(f"verification failed: {name} as loaded from {where} differs from its source")
+    return len(expected)
+
+
+def verify_loaded_model(folder: Path, model: PreTrainedModel) -> int:
+    """Load `folder` as a user will (`AutoModelForCausalLM.from_pretrained`) and compare every parameter with `model`.
+
+    Tied parameters are compared under each of their names, so a head that would load untied (and be freshly
+    initialised) fails here. Returns the number of tensors compared.
+    """
+    with quiet_transformers():
+        loaded, info = AutoModelForCausalLM.from_pretrained(folder, dtype=model.dtype, output_loading_info=True)
+    problems = {kind: keys for kind, keys in info.items() if keys and kind != "error_msgs"}
+    if problems:
+        kind, keys = next(iter(problems.items()))
+        raise RuntimeError(
+            f"verification failed: loading {folder} reports {kind.replace('_', ' ')} {sorted(keys)[:4]}"
+        )
+    expected = dict(model.state_dict())
+    count = compare_parameters(dict(loaded.state_dict()), expected, str(folder))
+    del loaded
+    return count
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load report: verification turns what it would say into an error of its own."""
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(level)
 
 
 def save_model_folder(
@@ -615,7 +768,7 @@ def save_model_folder(
         force: Replace an existing non-empty `out_dir`.
 
     Returns:
-        The number of tensors written and verified to equal the model's.
+        The number of tensors of the model loaded back from the folder, each verified to equal the source's.
     """
     with atomic_output_dir(out_dir, force) as tmp:
         model.save_pretrained(tmp)
@@ -625,7 +778,47 @@ def save_model_folder(
             tokenizer.save_pretrained(tmp)
         if model_card is not None:
             (tmp / "README.md").write_text(model_card)
-        return verify_saved_weights(tmp, model)
+        return verify_loaded_model(tmp, model)
+
+
+def save_seed_file(model: GPT2EduForCausalLM, out_file: str | os.PathLike, force: bool = False) -> int:
+    """Write the seed's checkpoint form of `model`, verified, atomically: OUT.pth and OUT.config.json beside it.
+
+    OUT.pth is a bare state dict with the seed's names, `att.mask` buffers included, so the book's
+    `GPTModel(cfg).load_state_dict(torch.load("OUT.pth"), strict=True)` loads it; OUT.config.json holds the seed's
+    config fields, the `cfg` dict to build that `GPTModel` with (and what this converter reads back).
+
+    Returns:
+        The number of tensors in OUT.pth, each verified to equal what was meant to be written.
+    """
+    out_file = Path(out_file)
+    check_output_file(out_file, force)
+    state_dict = gpt2edu_to_seed_state_dict(dict(model.state_dict()), model.config)
+    fields = {name: getattr(model.config, name) for name in SEED_CONFIG_FIELDS}
+    tmp = new_sibling_dir(out_file, "partial")
+    try:
+        written, config_file = tmp / out_file.name, seed_config_file(tmp / out_file.name)
+        torch.save(state_dict, written)
+        config_file.write_text(json.dumps(fields, indent=2) + "\n")
+        # What the book's load_state_dict(strict=True) gets: the file's tensors, masks included, bit for bit ...
+        count = compare_parameters(load_checkpoint_file(written), state_dict, str(out_file))
+        # ... and what they compute: read back as a seed checkpoint, they are the model's parameters.
+        source = read_seed_checkpoint(written)
+        compare_parameters(source.state_dict, dict(model.state_dict()), str(out_file))
+        os.replace(config_file, seed_config_file(out_file))
+        os.replace(written, out_file)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return count
+
+
+def check_output_file(out_file: Path, force: bool) -> None:
+    """Raise ValueError if writing the seed checkpoint `out_file` would destroy something not asked to replace."""
+    for path in (out_file, seed_config_file(out_file)):
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; a seed checkpoint is written as a .pth file")
+        if path.exists() and not force:
+            raise ValueError(f"{path} exists; pass --force to replace it")
 
 
 def describe_model(config: GPT2EduConfig, n_params: int, dtype: torch.dtype) -> str:
@@ -694,6 +887,7 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = False) -> str:
 # --- command line --------------------------------------------------------------------------------------------------
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SEED_SUFFIXES = (".pth", ".pt")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -702,14 +896,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Convert a seed .pth checkpoint or a gpt2edu / GPT-2 model folder into a gpt2edu or GPT-2 folder.",
     )
     parser.add_argument(
-        "src", metavar="SRC", help="seed checkpoint (.pth/.pt) or model folder (gpt2edu or transformers GPT-2)"
+        "src",
+        metavar="SRC",
+        help="seed checkpoint (.pth/.pt), model folder (gpt2edu or transformers GPT-2), or Hub model id",
     )
     parser.add_argument(
-        "out_dir", metavar="OUT_DIR", help="folder to write (must not exist or be empty, unless --force)"
+        "out_dir",
+        metavar="OUT",
+        help="folder to write (must not exist or be empty, unless --force); a name ending in .pth/.pt writes a seed "
+        "checkpoint",
     )
     parser.add_argument(
-        "--to", choices=("gpt2edu", "gpt2"), default="gpt2edu", help="layout to write (default: gpt2edu)"
+        "--to",
+        choices=("gpt2edu", "gpt2", "seed"),
+        default=None,
+        help="layout to write (default: seed for an OUT ending in .pth/.pt, else gpt2edu)",
     )
+    parser.add_argument("--revision", default=None, help="branch, tag or commit, when SRC is a Hub model id")
     parser.add_argument("--n-heads", type=int, metavar="N", help="attention heads, for a seed file with no config")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="store weights as (default: as read)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
@@ -722,22 +925,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--private only applies with --push-to-hub")
     src, out_dir = Path(args.src).resolve(), Path(args.out_dir).resolve()
     if args.force and (src == out_dir or out_dir in src.parents):
-        parser.error(f"{args.src} lies inside {args.out_dir}; --force would delete it. Choose another OUT_DIR")
+        parser.error(f"{args.src} lies inside {args.out_dir}; --force would delete it. Choose another OUT")
     return args
+
+
+def choose_layout(args: argparse.Namespace) -> str:
+    """The layout to write: --to, or from OUT's name (.pth/.pt: the seed's); ValueError where the two disagree."""
+    seed_file = args.out_dir.endswith(SEED_SUFFIXES)
+    if seed_file and args.push_to_hub:
+        raise ValueError("--push-to-hub uploads model folders; a seed checkpoint (--to seed) is a single .pth file")
+    if args.to is None:
+        return "seed" if seed_file else "gpt2edu"
+    if args.to == "seed" and not seed_file:
+        raise ValueError(f"--to seed writes a .pth file, but OUT is {args.out_dir!r}: name it e.g. {args.out_dir}.pth")
+    if args.to != "seed" and seed_file:
+        raise ValueError(
+            f"OUT {args.out_dir!r} ends in .pth/.pt, which names a seed checkpoint: use --to seed, or name the "
+            f"{args.to} folder without the extension"
+        )
+    return args.to
 
 
 def convert(args: argparse.Namespace) -> int:
     """Read, build, write, verify and (optionally) push; return the number of verified tensors."""
+    args.to = choose_layout(args)
     out_dir = Path(args.out_dir)
-    check_output_dir(out_dir, args.force)  # fail before the slow part
-    source = read_source(Path(args.src), args.n_heads)
+    if args.to == "seed":
+        check_output_file(out_dir, args.force)  # fail before the slow part
+    else:
+        check_output_dir(out_dir, args.force)
+    source = read_source(args.src, args.n_heads, args.revision)
     print(f"Read {source.description}")
-    model = build_model(source, args.to, DTYPES.get(args.dtype))
+    model = build_model(source, "gpt2edu" if args.to == "seed" else args.to, DTYPES.get(args.dtype))
     print(f"Model: {describe_model(source.config, sum(p.numel() for p in model.parameters()), model.dtype)}")
+    if args.to == "seed":
+        verified = save_seed_file(model, out_dir, args.force)
+        print(f"Wrote seed checkpoint {out_dir} and its config {seed_config_file(out_dir)}")
+        print(f"verified: {verified} tensors in {out_dir} read back equal to their source")
+        return verified
     card = model_card(source, model, args.to, args.push_to_hub or out_dir.name)
     verified = save_model_folder(model, out_dir, model_card=card, force=args.force)
     print(f"Wrote {args.to} folder {out_dir}: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
-    print(f"verified: {verified} tensors in {out_dir} equal their source")
+    print(f"verified: the model loaded from {out_dir} has all {verified} tensors of its source, bit for bit")
     if args.push_to_hub:
         try:
             url = push_to_hub(out_dir, args.push_to_hub, args.private)

@@ -433,3 +433,207 @@ def test_atomic_output_dir_leaves_nothing_behind_on_failure(tmp_path):
         with atomic_output_dir(tmp_path / "out", force=True) as partial:
             raise RuntimeError("interrupted")
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "config.json").is_file()
+
+
+# --- the book's own ways of saving: tied heads, strided views, half precision --------------------------------------
+
+
+def tie_head(model, copy: bool):
+    """Tie the seed model's head as the book does (`out_head.weight = tok_emb.weight`), or give it equal copies."""
+    if copy:
+        with torch.no_grad():
+            model.out_head.weight.copy_(model.tok_emb.weight)
+    else:
+        model.out_head.weight = model.tok_emb.weight
+    return model
+
+
+def fuse_qkv(model):
+    """q/k/v as the book's safetensors loader leaves them: transposed chunks of one fused (emb, 3 * emb) matrix."""
+    for block in model.trf_blocks:
+        att = block.att
+        fused = torch.cat([att.W_query.weight.T, att.W_key.weight.T, att.W_value.weight.T], dim=-1).detach().clone()
+        for layer, chunk in zip((att.W_query, att.W_key, att.W_value), torch.chunk(fused, 3, dim=-1), strict=True):
+            layer.weight = torch.nn.Parameter(chunk.T)  # a non-contiguous view sharing the fused matrix's memory
+    return model
+
+
+def assert_converts_to(reference, folder: Path, dtype=torch.float32, atol=1e-5):
+    """The folder loads (as a user loads it) to a model with the reference's logits and greedy continuation."""
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert model.dtype == dtype
+    input_ids = torch.randint(0, 101, (2, 24))
+    with torch.no_grad():
+        expected, actual = reference(input_ids).float(), model(input_ids).logits.float()
+    assert (actual - expected).abs().max() < atol
+    prompt = torch.randint(0, 101, (1, 5))
+    expected_tokens = generate_text_simple(reference, prompt, max_new_tokens=8, context_size=32)
+    actual_tokens = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False)
+    assert torch.equal(actual_tokens, expected_tokens)
+    return model
+
+
+@pytest.mark.parametrize("copy", [False, True], ids=["shared_storage", "equal_copy"])
+def test_tied_head_converts_to_a_tied_model_that_loads_the_same(tmp_path, copy):
+    reference = tie_head(seed_model(), copy)
+    torch.save(reference.state_dict(), tmp_path / "model.pth")
+    assert convert(tmp_path / "model.pth", tmp_path / "out", "--n-heads", 4) == 0
+    model = assert_converts_to(reference, tmp_path / "out")
+    assert model.config.tie_word_embeddings and model.out_head.weight is model.model.tok_emb.weight
+
+
+def test_strided_qkv_views_and_tied_head_convert(tmp_path):
+    """The book's safetensors loader: q/k/v are strided views of one storage, and the head is the embedding."""
+    reference = tie_head(fuse_qkv(seed_model()), copy=False)
+    assert not reference.trf_blocks[0].att.W_key.weight.is_contiguous()
+    torch.save(reference.state_dict(), tmp_path / "model.pth")
+    assert convert(tmp_path / "model.pth", tmp_path / "out", "--n-heads", 4) == 0
+    assert_converts_to(reference, tmp_path / "out")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_state_dicts_convert_as_they_are(tmp_path, dtype):
+    reference = seed_model().to(dtype)
+    torch.save(reference.state_dict(), tmp_path / "model.pth")
+    assert convert(tmp_path / "model.pth", tmp_path / "out", "--n-heads", 4) == 0
+    # The same half-precision weights, computed in float32 on both sides: equal to float32's rounding.
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert model.dtype == dtype
+    input_ids = torch.randint(0, 101, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(model.float()(input_ids).logits, reference.float()(input_ids), atol=1e-5, rtol=0)
+
+
+def test_verification_refuses_a_folder_that_would_load_differently(tmp_path, monkeypatch, capsys):
+    """The old behaviour: the tie undetected and the shared tensors written once, so the head loads freshly made."""
+    monkeypatch.setattr(convert_checkpoint, "seed_head_is_embedding", lambda state_dict: False)
+    monkeypatch.setattr(convert_checkpoint, "own_memory", lambda state_dict: state_dict)
+    torch.save(tie_head(seed_model(), copy=False).state_dict(), tmp_path / "model.pth")
+    assert convert(tmp_path / "model.pth", tmp_path / "out", "--n-heads", 4) == 2
+    assert "verification failed" in one_error_line(capsys)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.pth"}
+
+
+# --- the way back: gpt2edu -> the seed's .pth --------------------------------------------------------------------
+
+
+def test_seed_round_trip_is_bit_exact_and_loads_strictly_in_the_seeds_model(tmp_path, monkeypatch):
+    reference = reference_model()
+    src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference, "dict_config", monkeypatch)
+    assert convert(src, tmp_path / "hf") == 0
+    assert convert(tmp_path / "hf", tmp_path / "back.pth") == 0  # .pth: the seed's form, no --to needed
+
+    original, back = reference.state_dict(), torch.load(tmp_path / "back.pth", weights_only=True)
+    assert set(back) == set(original)
+    for name, tensor in original.items():
+        assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
+    fields = json.loads((tmp_path / "back.config.json").read_text())
+    assert fields == dataclasses.asdict(reference.seed_config)
+
+    seed = seed_model(seed=1, **fields)  # other weights, replaced by the file's, as the book loads them
+    seed.load_state_dict(torch.load(tmp_path / "back.pth", weights_only=True), strict=True)
+    input_ids = torch.randint(0, 101, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(seed(input_ids), reference(input_ids), atol=0, rtol=0)
+
+
+def test_gpt2_folder_with_tied_head_goes_back_to_the_seed(tmp_path):
+    """OpenAI-style GPT-2 (tied head, qkv biases) -> seed .pth: the seed's model computes GPT-2's logits."""
+    reference = gpt2_model(tie=True)
+    reference.save_pretrained(tmp_path / "gpt2")
+    assert convert(tmp_path / "gpt2", tmp_path / "gpt2.pth", "--to", "seed") == 0
+    fields = json.loads((tmp_path / "gpt2.config.json").read_text())
+    assert fields["qkv_bias"] is True
+    seed = seed_model(**fields)
+    seed.load_state_dict(torch.load(tmp_path / "gpt2.pth", weights_only=True), strict=True)
+    input_ids = torch.randint(0, 101, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(seed(input_ids), reference(input_ids).logits, atol=1e-5, rtol=0)
+    # and the file converts forward again, config included, with no --n-heads
+    assert convert(tmp_path / "gpt2.pth", tmp_path / "again") == 0
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "again").config.n_heads == fields["n_heads"]
+
+
+@pytest.mark.parametrize(
+    "out, args, message",
+    [
+        ("out.pth", ["--to", "gpt2edu"], "ends in .pth/.pt, which names a seed checkpoint"),
+        ("out.pt", ["--to", "gpt2"], "ends in .pth/.pt, which names a seed checkpoint"),
+        ("out", ["--to", "seed"], "--to seed writes a .pth file"),
+        ("out.pth", ["--push-to-hub", "me/x"], "a seed checkpoint (--to seed) is a single .pth file"),
+    ],
+)
+def test_seed_output_name_and_layout_must_agree(tmp_path, capsys, out, args, message):
+    torch.save(seed_model().state_dict(), tmp_path / "model.pth")
+    assert convert(tmp_path / "model.pth", tmp_path / out, "--n-heads", 4, *args) == 2
+    assert message in one_error_line(capsys)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.pth"}
+
+
+def test_existing_seed_file_is_kept_unless_force(tmp_path, capsys):
+    torch.save(seed_model().state_dict(), tmp_path / "model.pth")
+    (tmp_path / "back.pth").write_text("mine")
+    assert convert(tmp_path / "model.pth", tmp_path / "back.pth", "--n-heads", 4) == 2
+    assert "back.pth exists; pass --force" in one_error_line(capsys)
+    assert (tmp_path / "back.pth").read_text() == "mine"
+    assert convert(tmp_path / "model.pth", tmp_path / "back.pth", "--n-heads", 4, "--force") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.config.json", "back.pth", "model.pth"]
+
+
+# --- a Hub id as SRC, from a Hub cache the test lays out --------------------------------------------------------
+
+
+def hub_cache(tmp_path: Path, repo_id: str, folder: Path, commit: str = "a" * 40) -> Path:
+    """Lay out `folder`'s files as huggingface_hub's cache holds a downloaded snapshot: blobs, a snapshot, a ref."""
+    repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for file in folder.iterdir():
+        blob = repo / "blobs" / f"{abs(hash(file.name)):x}"
+        blob.write_bytes(file.read_bytes())
+        (repo / "snapshots" / commit / file.name).symlink_to(os.path.relpath(blob, repo / "snapshots" / commit))
+    return tmp_path / "hub"
+
+
+def run_cli(*args, env_extra: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **env_extra}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "convert_checkpoint.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def test_hub_id_converts_from_the_hub_cache(tmp_path):
+    reference = gpt2_model(tie=True)
+    reference.save_pretrained(tmp_path / "saved")
+    (tmp_path / "saved" / "unrelated.onnx").write_bytes(b"not needed")  # a file the converter must not need
+    cache = hub_cache(tmp_path, "test-org/tiny-gpt2", tmp_path / "saved")
+    result = run_cli("test-org/tiny-gpt2", tmp_path / "out", env_extra={"HF_HUB_CACHE": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert "test-org/tiny-gpt2 from the Hub" in result.stdout
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert isinstance(model, GPT2EduForCausalLM)
+    input_ids = torch.randint(0, 101, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids).logits, reference(input_ids).logits, atol=1e-5, rtol=0)
+    prompt = torch.randint(0, 101, (1, 5))
+    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(prompt, **kwargs), reference.generate(prompt, **kwargs))
+
+    by_commit = run_cli(
+        "test-org/tiny-gpt2", tmp_path / "out2", "--revision", "a" * 40, env_extra={"HF_HUB_CACHE": str(cache)}
+    )
+    assert by_commit.returncode == 0, by_commit.stderr
+
+
+def test_hub_id_not_in_the_cache_offline_is_one_line(tmp_path):
+    result = run_cli("test-org/absent", tmp_path / "out", env_extra={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "test-org/absent is no local file or folder" in lines[0], lines
+    assert not (tmp_path / "out").exists()
