@@ -103,8 +103,8 @@ with cc.atomic_output_dir(sys.argv[2]) as tmp:
     cc.save_gpt2_tokenizer(tmp)
     (tmp / "README.md").write_text(card)
     mark("tokenizer: save_gpt2_tokenizer (cached)")
-    cc.verify_saved_weights(tmp, model)
-    mark("verify_saved_weights: read back, compare")
+    cc.verify_loaded_model(tmp, model)
+    mark("verify_loaded_model: from_pretrained, compare every parameter")
 mark("rename into place")
 print(json.dumps(marks))
 """
