@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from huggingface_hub import constants as hub_constants
 from matplotlib import colormaps
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from transformers import PreTrainedModel
 from transformers.utils import logging as transformers_logging
@@ -132,7 +133,7 @@ def visible(token: str, max_chars: int | None = None, space: str = "␣") -> str
 
 def plot_attention(attentions: torch.Tensor, tokens: list[str], layers: list[int], heads: list[int]) -> Figure:
     """A grid of (query x key) heat maps, one per chosen block (rows) and head (columns); one map is drawn large."""
-    labels, seq = [visible(t, 12) for t in tokens], len(tokens)
+    attentions, labels, seq = attentions.numpy(), [visible(t, 12) for t in tokens], len(tokens)
     n_rows, n_cols = len(layers), len(heads)
     size = 7.0 if n_rows == n_cols == 1 else min(2.5, 13 / max(n_rows, n_cols))  # inches per map
     fontsize = min(11.0, max(3.0, 0.75 * 72 * size / seq))  # fits one label per row
@@ -153,13 +154,14 @@ def plot_attention(attentions: torch.Tensor, tokens: list[str], layers: list[int
                 ax.set_ylabel(f"block {layer}", fontsize=min(12, 4 + 3 * size))
     if n_rows == n_cols == 1:
         axes[0, 0].set_title(f"block {layers[0]}, head {heads[0]}")
-        axes[0, 0].set_xlabel("key: the token attended to")
-        axes[0, 0].set_ylabel("query: the token attending")
-        fig.suptitle("Attention weights: each row shows where one token looks (rows sum to 1)")
+        axes[0, 0].set_xlabel("key: the token attended to", fontsize=11)
+        axes[0, 0].set_ylabel("query: the token attending", fontsize=11)
+        fig.suptitle("Attention weights: each row shows where one token looks (rows sum to 1; white = masked future)")
     else:
         fig.suptitle(
             "Attention weights, block by block (rows) and head by head (columns)\n"
-            "in each map, row = the token attending (query), column = the token it attends to (key); rows sum to 1"
+            "in each map, row = the token attending (query), column = the token it attends to (key); rows sum to 1;"
+            " white = later tokens, hidden by the causal mask"
         )
     fig.colorbar(image, ax=axes, shrink=min(1.0, 6 / (size * n_rows)), label="attention weight")
     return fig
@@ -168,22 +170,17 @@ def plot_attention(attentions: torch.Tensor, tokens: list[str], layers: list[int
 def plot_logit_lens(lens_tokens: list[list[str]], lens_probs: torch.Tensor, tokens: list[str]) -> Figure:
     """The logit lens as a table: rows = layers (embeddings at the bottom), columns = positions, text = the guess."""
     n_rows, seq = lens_probs.shape
-    fig = Figure(figsize=(2.5 + 1.0 * seq, 1.8 + 0.4 * n_rows), layout="constrained")
+    fig = Figure(figsize=(3.5 + 1.1 * seq, 2.2 + 0.45 * n_rows), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(lens_probs, cmap="Blues", vmin=0, vmax=1, origin="lower", aspect="auto")
+    # Log scale: a small model's guesses are far from certain, and 1e-5 is about a uniform guess over 50257 tokens.
+    norm = LogNorm(vmin=1e-5, vmax=1)
+    image = ax.imshow(lens_probs.clamp(min=1e-5).numpy(), cmap="Blues", norm=norm, origin="lower", aspect="auto")
     for layer in range(n_rows):
         for position in range(seq):
             prob = lens_probs[layer, position].item()
-            color = "white" if prob > 0.6 else "black"
-            ax.text(
-                position,
-                layer,
-                visible(lens_tokens[layer][position], 9),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color=color,
-            )
+            color = "white" if norm(prob) > 0.6 else "black"
+            text = visible(lens_tokens[layer][position], 9)
+            ax.text(position, layer, text, ha="center", va="center", fontsize=10, color=color)
     ax.set_yticks(range(n_rows), ["embeddings"] + [f"block {i}" for i in range(n_rows - 1)])
     ax.set_xticks(range(seq), [visible(t, 12) for t in tokens], rotation=45, ha="right")
     ax.set_xlabel("input token (each column guesses the token that follows it)")
@@ -191,7 +188,7 @@ def plot_logit_lens(lens_tokens: list[list[str]], lens_probs: torch.Tensor, toke
     top.set_xticks(range(seq), [visible(t, 12) for t in tokens[1:]] + ["?"], rotation=45, ha="left")
     top.set_xlabel("the token that actually follows")
     ax.set_title("Logit lens: the next token each layer would predict if the model stopped there", fontsize=11)
-    fig.colorbar(image, ax=ax, label="probability of that guess")
+    fig.colorbar(image, ax=ax, label="probability of that guess (log scale)")
     return fig
 
 
