@@ -9,6 +9,7 @@ the same token ids on any text. `save_pretrained` writes it as `tokenizer.json`,
 reads on its own.
 """
 
+import functools
 import hashlib
 import os
 import shutil
@@ -16,30 +17,56 @@ from importlib.metadata import version
 from pathlib import Path
 
 import tiktoken
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+from tiktoken_ext.openai_public import r50k_pat_str
 from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
+
+import gpt2edu_bpe
 
 ENDOFTEXT = "<|endoftext|>"  # GPT-2's only special token (id 50256): it separates documents
 CONTEXT_LENGTH = 1024  # GPT-2's context window, in tokens
 
 
+# GPT-2's BPE files ship with the project (the gpt2edu_bpe folder), with the SHA-256 tiktoken checks them against.
+BPE_FOLDER = Path(gpt2edu_bpe.__file__).parent
+BPE_FILES = {
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+}
+
+
+@functools.cache
 def tiktoken_encoding() -> tiktoken.Encoding:
-    """Return tiktoken's `gpt2` encoding (tiktoken caches it after the first call).
+    """Return tiktoken's `gpt2` encoding, built from the BPE files that ship with gpt2edu (no download, no cache).
+
+    It is the encoding `tiktoken.get_encoding("gpt2")` returns: OpenAI's merges and vocabulary (checked against their
+    SHA-256), GPT-2's split pattern and `<|endoftext|>` as id 50256.
 
     Returns:
         The encoding; use it for bulk tokenization, e.g. `encoding.encode_ordinary_batch(texts)`.
 
     Raises:
-        OSError: If the BPE files are neither in tiktoken's cache nor downloadable.
+        OSError: If the shipped files are missing or damaged.
     """
     try:
-        return tiktoken.get_encoding("gpt2")
-    except (OSError, ValueError) as error:  # no network (requests' errors are OSErrors), or a corrupted download
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(BPE_FOLDER / "vocab.bpe"),
+            encoder_json_file=str(BPE_FOLDER / "encoder.json"),
+            vocab_bpe_hash=BPE_FILES["vocab.bpe"],
+            encoder_json_hash=BPE_FILES["encoder.json"],
+        )
+    except (OSError, ValueError) as error:  # a missing file, or one whose hash does not match
         raise OSError(
-            f"Could not load tiktoken's 'gpt2' BPE files ({error}). tiktoken downloads them once into its cache; "
-            "on a machine without internet, set TIKTOKEN_CACHE_DIR to a folder that already holds them "
-            "(in this project: ../shared/tiktoken-cache)."
+            f"GPT-2's BPE files in {BPE_FOLDER} are missing or damaged ({error}); reinstall gpt2edu"
         ) from error
+    return tiktoken.Encoding(
+        name="gpt2",
+        pat_str=r50k_pat_str,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: 50256},
+        explicit_n_vocab=50257,
+    )
 
 
 class _EncodingConverter(TikTokenConverter):

@@ -34,9 +34,6 @@ from pathlib import Path
 from machine import environment
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-if (SHARED / "tiktoken-cache").is_dir():  # offline, as in the tests: GPT-2's BPE files for the tokenizer it saves
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SIZES = {

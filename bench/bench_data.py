@@ -36,8 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 # Offline, as in the tests: tiktoken reads GPT-2's BPE files from ../shared when they are there.
-if (SHARED / "tiktoken-cache").is_dir():
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_CORPUS = SHARED / "corpora" / "tinyshakespeare.txt"

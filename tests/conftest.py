@@ -12,9 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
-# Offline by default: tiktoken reads GPT-2's BPE files from ../shared, and nothing may reach the Hub.
-if (SHARED / "tiktoken-cache").is_dir():
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))
+# Offline by default: nothing may reach the Hub. (GPT-2's BPE files ship with the project: tiktoken needs no cache.)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The tokenizer files that save_gpt2_tokenizer caches go to a folder of this test session, not the user's cache.
@@ -48,7 +46,7 @@ def make_config():
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    """GPT-2's tokenizer, built once (from tiktoken's files in ../shared)."""
+    """GPT-2's tokenizer, built once (from the BPE files that ship with the project)."""
     from tokenization_gpt2edu import gpt2_tokenizer
 
     return gpt2_tokenizer()

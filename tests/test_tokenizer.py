@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,18 @@ import tiktoken
 import transformers
 from transformers import GPT2Tokenizer, PreTrainedTokenizerFast
 
-from tokenization_gpt2edu import ENDOFTEXT, gpt2_tokenizer, save_gpt2_tokenizer, tiktoken_encoding
+import tokenization_gpt2edu
+from tokenization_gpt2edu import (
+    BPE_FILES,
+    BPE_FOLDER,
+    ENDOFTEXT,
+    gpt2_tokenizer,
+    save_gpt2_tokenizer,
+    tiktoken_encoding,
+)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"  # the repository's sibling folder ../shared
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"  # the repository's sibling folder ../shared
 
 # Golden strings: each one exercises a different part of GPT-2's split pattern or of byte-level BPE.
 TEXTS = {
@@ -104,7 +114,7 @@ def test_saved_tokenizer_reloads_with_plain_transformers(tokenizer, encoding, tm
     empty_cache = tmp_path / "empty-tiktoken-cache"
     empty_cache.mkdir()
     env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
-    env.update(TIKTOKEN_CACHE_DIR=str(empty_cache), HF_HUB_OFFLINE="1")
+    env.update(TIKTOKEN_CACHE_DIR=str(empty_cache), HF_HUB_OFFLINE="1")  # and no tiktoken at all, below
     texts = list(TEXTS.values())
     result = subprocess.run(
         [sys.executable, "-c", RELOAD_SCRIPT, json.dumps(texts)],
@@ -126,13 +136,66 @@ def test_saved_tokenizer_reloads_with_plain_transformers(tokenizer, encoding, tm
     assert reloaded["pad"] is None
 
 
-def test_missing_bpe_files_error_names_the_cache_variable(monkeypatch):
-    def offline_get_encoding(name: str) -> tiktoken.Encoding:
-        raise OSError("Failed to resolve 'openaipublic.blob.core.windows.net'")  # what requests raises offline
+def test_shipped_bpe_files_build_tiktokens_own_gpt2_encoding(encoding, monkeypatch):
+    """The encoding built from the repository's files is the one tiktoken's registry loads (from ../shared's cache)."""
+    if not (SHARED / "tiktoken-cache").is_dir():
+        pytest.skip("../shared/tiktoken-cache (tiktoken's own cached copy of the files) is not beside the repository")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))
+    registry = tiktoken.get_encoding("gpt2")
+    assert encoding._mergeable_ranks == registry._mergeable_ranks
+    assert encoding._pat_str == registry._pat_str and encoding._special_tokens == registry._special_tokens
+    assert encoding.n_vocab == registry.n_vocab == 50257
+    text = "".join(TEXTS.values())
+    assert encoding.encode(text, allowed_special="all") == registry.encode(text, allowed_special="all")
 
-    monkeypatch.setattr(tiktoken, "get_encoding", offline_get_encoding)
-    with pytest.raises(OSError, match="TIKTOKEN_CACHE_DIR"):
-        tiktoken_encoding()
+
+def test_damaged_bpe_file_is_a_clear_error(tmp_path, monkeypatch):
+    for name in BPE_FILES:
+        (tmp_path / name).write_bytes((BPE_FOLDER / name).read_bytes())
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\na b\n")  # not OpenAI's file: its hash differs
+    monkeypatch.setattr(tokenization_gpt2edu, "BPE_FOLDER", tmp_path)
+    tiktoken_encoding.cache_clear()
+    try:
+        with pytest.raises(OSError, match="missing or damaged"):
+            tiktoken_encoding()
+    finally:
+        tiktoken_encoding.cache_clear()
+
+
+WHEEL_SCRIPT = """
+import json, sys
+from tokenization_gpt2edu import BPE_FOLDER, gpt2_tokenizer, tiktoken_encoding
+text = "Every effort moves you <|endoftext|>"
+print(json.dumps({"folder": str(BPE_FOLDER), "ids": tiktoken_encoding().encode(text, allowed_special="all"),
+                  "hf": gpt2_tokenizer().encode(text)}))
+"""
+
+
+def test_installed_wheel_tokenizes_offline_with_no_cache(tmp_path, encoding):
+    """From a built wheel, in a fresh interpreter with empty HOME and TMPDIR and no TIKTOKEN_CACHE_DIR."""
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", tmp_path, ROOT],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("gpt2edu-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert {"gpt2edu_bpe/vocab.bpe", "gpt2edu_bpe/encoder.json", "gpt2edu_bpe/LICENSE"} <= set(archive.namelist())
+        archive.extractall(tmp_path / "site")  # a wheel is a zip of the installed files
+    for name in ("home", "tmp"):
+        (tmp_path / name).mkdir()
+    env = {name: value for name, value in os.environ.items() if name not in ("TIKTOKEN_CACHE_DIR", "PYTHONPATH")}
+    env.update(HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"), HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = str(tmp_path / "site")  # the wheel's modules, ahead of the checkout (not on the path here)
+    result = subprocess.run(
+        [sys.executable, "-c", WHEEL_SCRIPT], cwd=tmp_path / "home", env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["folder"].startswith(str(tmp_path / "site"))
+    text = "Every effort moves you <|endoftext|>"
+    assert out["ids"] == out["hf"] == encoding.encode(text, allowed_special="all")
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
