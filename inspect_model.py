@@ -41,9 +41,9 @@ def load_for_inspection(name_or_path: str, device: torch.device | str = "cpu"):
     except ValueError as error:
         if os.path.exists(name_or_path):
             raise
-        where = (
-            " (HF_HUB_OFFLINE is set: only the local Hub cache was searched)" if hub_constants.HF_HUB_OFFLINE else ""
-        )
+        hub_id = not os.path.isabs(name_or_path) and not name_or_path.startswith(".") and name_or_path.count("/") <= 1
+        offline = hub_id and hub_constants.HF_HUB_OFFLINE
+        where = " (HF_HUB_OFFLINE is set: only the local Hub cache was searched)" if offline else ""
         raise ValueError(f"no such model folder or Hub id: {name_or_path!r}{where}") from error
     # HF: transformers' GPT-2 returns attention weights only from its eager kernel; gpt2edu returns them either way.
     model.set_attn_implementation("eager")

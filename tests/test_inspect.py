@@ -8,43 +8,61 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, tiny_config
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
 from convert_checkpoint import gpt2edu_config_to_gpt2, gpt2edu_to_gpt2_state_dict
 from inspect_model import OUTPUT_FILES, main, plot_attention, write_outputs
+from modeling_gpt2edu import GPT2EduForCausalLM
 
 PROMPT = "Every effort moves you toward the goal, and then"
 
 
 @pytest.fixture(scope="module")
-def gpt2_folder(saved_model, tokenizer, tmp_path_factory):
-    """transformers' own GPT-2 with the same weights as `saved_model`, saved as a plain GPT-2 folder."""
-    model, _ = saved_model
+def folders(tokenizer, tmp_path_factory) -> dict:
+    """A tiny gpt2edu folder with GPT-2's vocabulary, and transformers' own GPT-2 with the same weights.
+
+    Every LayerNorm gets a random scale and shift: at their initial values (1 and 0) a second final norm would change
+    nothing, and a lens that normed the last layer twice would pass.
+    """
+    torch.manual_seed(1)
+    model = GPT2EduForCausalLM(tiny_config(vocab_size=50257, bos_token_id=50256, eos_token_id=50256)).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(".scale"):
+                parameter.uniform_(0.5, 2.0)
+            elif name.endswith(".shift"):
+                parameter.normal_(0.0, 0.5)
     gpt2 = GPT2LMHeadModel(gpt2edu_config_to_gpt2(model.config))
     gpt2.load_state_dict(gpt2edu_to_gpt2_state_dict(model.state_dict(), model.config.n_layers))
-    folder = tmp_path_factory.mktemp("gpt2")
-    gpt2.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    result = {}
+    for kind, saved in (("gpt2edu", model), ("gpt2", gpt2)):
+        result[kind] = tmp_path_factory.mktemp(kind)
+        saved.save_pretrained(result[kind])
+        tokenizer.save_pretrained(result[kind])
+    return result
 
 
 @pytest.fixture(scope="module", params=["gpt2edu", "gpt2"])
-def inspected(request, saved_model, gpt2_folder, tmp_path_factory):
-    """(kind, folder, out, the JSON record) of the command run on a gpt2edu folder and on a GPT-2 folder."""
-    folder = saved_model[1] if request.param == "gpt2edu" else gpt2_folder
+def inspected(request, folders, tmp_path_factory):
+    """(kind, folder, out, the JSON record) of the command run on the gpt2edu folder and on the GPT-2 folder."""
     out = tmp_path_factory.mktemp("inspect") / "out"
-    assert main(["--model", str(folder), "--prompt", PROMPT, "--out", str(out)]) == 0
-    return request.param, folder, out, json.loads((out / "inspection.json").read_text(encoding="utf-8"))
+    assert main(["--model", str(folders[request.param]), "--prompt", PROMPT, "--out", str(out)]) == 0
+    return (
+        request.param,
+        folders[request.param],
+        out,
+        json.loads((out / "inspection.json").read_text(encoding="utf-8")),
+    )
 
 
 def prompt_ids(tokenizer) -> torch.Tensor:
     return torch.tensor([tokenizer(PROMPT).input_ids])
 
 
-def test_attention_maps_equal_gpt2_eager(inspected, gpt2_folder, tokenizer):
+def test_attention_maps_equal_gpt2_eager(inspected, folders, tokenizer):
     _, _, _, record = inspected
-    reference = GPT2LMHeadModel.from_pretrained(gpt2_folder, attn_implementation="eager").eval()
+    reference = GPT2LMHeadModel.from_pretrained(folders["gpt2"], attn_implementation="eager").eval()
     with torch.no_grad():
         expected = torch.stack(reference(prompt_ids(tokenizer), output_attentions=True).attentions, dim=1)[0]
     got = torch.tensor(record["attentions"])  # [layer][head][query][key]
@@ -101,8 +119,8 @@ def test_pictures_are_written(inspected):
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, name
 
 
-def test_zoom_draws_one_map_large(saved_model, tmp_path):
-    _, folder = saved_model
+def test_zoom_draws_one_map_large(folders, tmp_path):
+    folder = folders["gpt2edu"]
     attentions = torch.rand(2, 4, 3, 3)
     assert len(plot_attention(attentions, ["a", " b", "c"], [0, 1], [0, 1, 2, 3]).axes) == 8 + 1  # + the colorbar
     assert len(plot_attention(attentions, ["a", " b", "c"], [1], [2]).axes) == 1 + 1
@@ -123,10 +141,10 @@ def run_command(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_command_prints_a_summary_and_reads_a_hub_id_from_the_local_cache(gpt2_folder, tokenizer, tmp_path):
+def test_command_prints_a_summary_and_reads_a_hub_id_from_the_local_cache(folders, tokenizer, tmp_path):
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--test-org--tiny-gpt2"  # the Hub cache's layout, as a download leaves it
-    shutil.copytree(gpt2_folder, repo / "snapshots" / commit)
+    shutil.copytree(folders["gpt2"], repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     out = tmp_path / "out"
@@ -136,7 +154,7 @@ def test_command_prints_a_summary_and_reads_a_hub_id_from_the_local_cache(gpt2_f
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     record = json.loads((out / "inspection.json").read_text(encoding="utf-8"))
-    reference = GPT2LMHeadModel.from_pretrained(gpt2_folder, attn_implementation="eager").eval()
+    reference = GPT2LMHeadModel.from_pretrained(folders["gpt2"], attn_implementation="eager").eval()
     with torch.no_grad():
         expected = torch.stack(reference(prompt_ids(tokenizer), output_attentions=True).attentions, dim=1)[0]
     torch.testing.assert_close(torch.tensor(record["attentions"]), expected)
@@ -165,10 +183,10 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, saved_model, tmp_path):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, folders, tmp_path):
     changes, expected = BAD_INPUTS[case]
     (tmp_path / "file").write_text("not a folder")
-    args = {"--model": str(saved_model[1]), "--prompt": PROMPT, "--out": str(tmp_path / "out")}
+    args = {"--model": str(folders["gpt2edu"]), "--prompt": PROMPT, "--out": str(tmp_path / "out")}
     args.update(zip(changes[::2], (value.format(file=tmp_path / "file") for value in changes[1::2]), strict=True))
     result = run_command(*[item for pair in args.items() for item in pair])
     assert result.returncode == 2
