@@ -277,7 +277,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def inspect(args: argparse.Namespace) -> dict:
+def run_inspection(args: argparse.Namespace) -> dict:
     """Check the arguments, load the model, look inside, and write the four files; return the JSON record."""
     if not args.prompt.strip():
         raise ValueError("--prompt is empty; pass some text to look at")
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     transformers_logging.disable_progress_bar()
     try:
-        record = inspect(args)
+        record = run_inspection(args)
     except (ValueError, OSError, RuntimeError) as error:
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # always one line
         print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)  # as argparse words it
