@@ -71,9 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--per_device_train_batch_size", type=int, default=8)
     optim.add_argument("--per_device_eval_batch_size", type=int, default=8)
-    optim.add_argument("--learning_rate", type=float, default=1e-3)
+    optim.add_argument("--learning_rate", type=float, default=None, help="default 1e-3, or 2e-3 on the shipped corpus")
     optim.add_argument("--weight_decay", type=float, default=0.1)
-    optim.add_argument("--num_train_epochs", type=int, default=None, help="default 1, or 10 on the shipped corpus")
+    optim.add_argument("--num_train_epochs", type=int, default=None, help="default 1, or 40 on the shipped corpus")
     optim.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
     optim.add_argument("--lr_scheduler_type", default="cosine", choices=SCHEDULERS)
@@ -83,7 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     optim.add_argument("--compile", action="store_true", help="torch.compile the model")
     optim.add_argument("--seed", type=int, default=123)
     run = parser.add_argument_group("evaluation, checkpoints and output")
-    run.add_argument("--eval_steps", type=int, default=50, help="evaluate every N steps (and at the end)")
+    run.add_argument(
+        "--eval_steps",
+        type=int,
+        default=None,
+        help="evaluate every N steps (and at the end); default 50, or 40 on the shipped corpus",
+    )
     run.add_argument("--eval_iters", type=int, default=20, help="batches per evaluation")
     run.add_argument("--logging_steps", type=int, default=10, help="log the training loss every N steps")
     run.add_argument("--sample_prompt", default="Every effort moves you", help="continued at each evaluation")
@@ -95,11 +100,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--with_tracking", action="store_true", help="log metrics through Accelerate's trackers")
     run.add_argument("--report_to", default="all", help="tracker(s) for --with_tracking: tensorboard, wandb, ...")
     args = parser.parse_args(argv)
+    fill_data_dependent_defaults(args)
     try:
         validate_args(args)
     except UsageError as error:
         parser.error(str(error))
     return args
+
+
+def fill_data_dependent_defaults(args: argparse.Namespace) -> None:
+    """Defaults that depend on the data: the shipped corpus is small (8,448 training tokens), so the demo run goes over
+    it 40 times at a higher learning rate, evaluating more often, to show the model learning it within about three
+    minutes on a 2-core CPU (training loss from 10.8 to about 1.3)."""
+    shipped = not (args.train_file or args.dataset_name)
+    if args.learning_rate is None:
+        args.learning_rate = 2e-3 if shipped else 1e-3
+    if args.eval_steps is None:
+        args.eval_steps = 40 if shipped else 50
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -419,6 +436,16 @@ def request_stop(signum, frame) -> None:
 # --- the loop -----------------------------------------------------------------------------------------------------
 
 
+def describe_run(args: argparse.Namespace, model: GPT2EduForCausalLM, train_dataset, start_step: int) -> str:
+    """One line before training: the model's size, the corpus in tokens, the steps and where the run writes."""
+    config = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    shape = f"{config.n_layers} layers, emb_dim {config.emb_dim}, context {config.context_length}"
+    tokens = "a streamed corpus" if args.streaming else f"{len(train_dataset) * args.block_size:,} training tokens"
+    steps = f"steps {start_step + 1}-{args.max_train_steps}" if start_step else f"{args.max_train_steps} steps"
+    return f"Training {n_params / 1e6:.1f}M parameters ({shape}) on {tokens}: {steps}, writing to {args.output_dir}/"
+
+
 def train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader, tokenizer, state):
     """The seed's train_model_simple, on Accelerate: step, log, evaluate, sample, checkpoint; returns the history."""
     log_path = Path(args.output_dir) / "training_log.jsonl"
@@ -651,7 +678,7 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
     if args.max_train_steps is None:
         if args.streaming:
             raise UsageError("--streaming needs --max_train_steps: a stream's length is unknown in advance")
-        epochs = args.num_train_epochs or (10 if not (args.train_file or args.dataset_name) else 1)
+        epochs = args.num_train_epochs or (40 if not (args.train_file or args.dataset_name) else 1)
         args.max_train_steps = epochs * math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     warmup = args.num_warmup_steps if args.num_warmup_steps is not None else args.max_train_steps // 20
     lr_scheduler = accelerator.prepare(
@@ -678,6 +705,7 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
         accelerator.init_trackers("gpt2edu", config={k: v for k, v in vars(args).items() if v is not None})
 
     tokenizer = gpt2_tokenizer()
+    accelerator.print(describe_run(args, accelerator.unwrap_model(model), train_dataset, state["step"]))
     train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader, tokenizer, state)
 
     accelerator.wait_for_everyone()
@@ -687,9 +715,9 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
     if accelerator.is_main_process:
         save_final_model(unwrapped, state_dict, tokenizer, args.output_dir, model_card(unwrapped, args, log))
         plot_losses(log, Path(args.output_dir) / "loss.png")
+        generate = f'python run_inference.py --model {args.output_dir} --prompt "{args.sample_prompt}"'
         accelerator.print(
-            f"Saved the model to {args.output_dir}/ (try: python run_inference.py --model "
-            f'{args.output_dir} --prompt "{args.sample_prompt}")'
+            f"Done. Model: {args.output_dir}/  Loss plot: {args.output_dir}/loss.png  Generate: {generate}"
         )
         if args.push_to_hub:
             url = push_to_hub(Path(args.output_dir), args.hub_model_id or Path(args.output_dir).name)
