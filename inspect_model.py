@@ -160,8 +160,8 @@ def plot_attention(attentions: torch.Tensor, tokens: list[str], layers: list[int
     else:
         fig.suptitle(
             "Attention weights, block by block (rows) and head by head (columns)\n"
-            "in each map, row = the token attending (query), column = the token it attends to (key); rows sum to 1;"
-            " white = later tokens, hidden by the causal mask"
+            "in each map: row = the token attending (query), column = the token it attends to (key)\n"
+            "each row sums to 1; white = later tokens, hidden by the causal mask"
         )
     fig.colorbar(image, ax=axes, shrink=min(1.0, 6 / (size * n_rows)), label="attention weight")
     return fig

@@ -21,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import datasets
@@ -35,6 +36,10 @@ from configuration_gpt2edu import GPT2EduConfig
 from convert_checkpoint import push_to_hub
 from modeling_gpt2edu import GPT2EduForCausalLM
 from tokenization_gpt2edu import gpt2_tokenizer, tiktoken_encoding
+
+# torchdata's StatefulDataLoader calls a torch function that torch 2.13 deprecates, and warns at every loader start:
+# noise in the progress a learner reads, about code that is not theirs (nor ours).
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "default_corpus.txt"
 TOKENIZER_THREADS = os.cpu_count() or 1  # pieces of text tiktoken encodes at once
