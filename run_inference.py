@@ -31,6 +31,42 @@ def get_device(requested: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def load_checked_model(name_or_path: str, **from_pretrained_kwargs) -> PreTrainedModel:
+    """`AutoModelForCausalLM.from_pretrained`, refusing what transformers only warns about.
+
+    transformers loads a folder whose weights lack tensors the config needs (initialising them at random), or hold
+    tensors it does not need, or NaN/inf values, and reports it in a log line at most. A model like that generates
+    garbage, so here each is an error naming the first tensors concerned.
+
+    Raises:
+        ValueError: For missing, unexpected or mis-shaped tensors, or non-finite weights.
+        OSError: As from_pretrained, for a folder or Hub id that cannot be read.
+    """
+    previous = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # the load report becomes our error below, not a warning above it
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            name_or_path, output_loading_info=True, **from_pretrained_kwargs
+        )
+    finally:
+        transformers_logging.set_verbosity(previous)
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(key) for key in info.get(kind) or ())
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+            raise ValueError(
+                f"{name_or_path}: its weights do not match its config.json ({kind.replace('_', ' ')}: {shown}); "
+                "the folder is incomplete or its files come from different models"
+            )
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(
+                f"{name_or_path}: weight {name} holds NaN or infinite values; the file is damaged or the training "
+                "that wrote it diverged"
+            )
+    return model
+
+
 def load_model_and_tokenizer(name_or_path: str, device: torch.device | str = "cpu"):
     """Load a causal LM and its tokenizer from a folder or a Hub id.
 
@@ -42,7 +78,7 @@ def load_model_and_tokenizer(name_or_path: str, device: torch.device | str = "cp
     if os.path.exists(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
         raise ValueError(f"{name_or_path!r} holds no model (no config.json); pass a folder written by save_pretrained")
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+        model = load_checked_model(name_or_path)
     except OSError as error:  # HF: raised both for a missing local folder and for a Hub id that cannot be fetched
         where = "no such folder, and not found on the Hugging Face Hub" if not os.path.exists(name_or_path) else ""
         raise ValueError(f"cannot load model {name_or_path!r}: {where or str(error).splitlines()[0]}") from error
