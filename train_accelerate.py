@@ -11,11 +11,15 @@ The flags follow transformers' examples/pytorch/language-modeling/run_clm_no_tra
 """
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import itertools
 import json
 import math
 import os
+import pickle
+import shlex
 import shutil
 import signal
 import sys
@@ -28,13 +32,15 @@ import datasets
 import pyarrow as pa
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import DistributedType, set_seed
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import DistributedType, LoggerType, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, default_data_collator, get_scheduler
 
 from configuration_gpt2edu import GPT2EduConfig
 from convert_checkpoint import push_to_hub
 from modeling_gpt2edu import GPT2EduForCausalLM
+from run_inference import load_checked_model
 from tokenization_gpt2edu import gpt2_tokenizer, tiktoken_encoding
 
 # torchdata's StatefulDataLoader calls a torch function that torch 2.13 deprecates, and warns at every loader start:
@@ -100,6 +106,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--checkpointing_steps", type=int, default=None, help="save a resumable state every N steps")
     run.add_argument("--resume_from_checkpoint", default=None, help="a step_N folder, or 'latest'")
     run.add_argument("--output_dir", default="gpt2edu-out")
+    run.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="train into an --output_dir that holds an earlier run, replacing its model and checkpoints",
+    )
     run.add_argument("--push_to_hub", action="store_true", help="upload the final model to the Hub")
     run.add_argument("--hub_model_id", default=None, help="repository for --push_to_hub (default: output_dir name)")
     run.add_argument("--with_tracking", action="store_true", help="log metrics through Accelerate's trackers")
@@ -142,8 +153,26 @@ def validate_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be a positive integer, got {value}")
+    for name in ("learning_rate", "weight_decay", "max_grad_norm"):
+        if not math.isfinite(getattr(args, name)):
+            raise UsageError(f"--{name} must be a finite number, got {getattr(args, name)}")
     if not args.learning_rate > 0:
         raise UsageError(f"--learning_rate must be positive, got {args.learning_rate}")
+    if args.block_size is not None and args.block_size < 2:
+        raise UsageError("--block_size must be at least 2: a block of one token has no next token to predict")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
+    if not args.sample_prompt.strip():
+        raise UsageError("--sample_prompt must not be empty: the model needs a text to continue at each evaluation")
+    if not args.output_dir:
+        raise UsageError("--output_dir must not be empty; name the folder to write the model into")
+    if args.with_tracking:
+        known, available = [t.value for t in LoggerType], [str(t) for t in get_available_trackers()]
+        for name in filter(None, (part.strip() for part in args.report_to.split(","))):
+            if name not in known:
+                raise UsageError(f"--report_to {name!r} is not a tracker Accelerate knows; use one of {known}")
+            if name != "all" and name not in available:
+                raise UsageError(f"--report_to {name}: the package is not installed; pip install {name}")
     if args.weight_decay < 0 or args.max_grad_norm < 0 or (args.num_warmup_steps or 0) < 0:
         raise UsageError("--weight_decay, --max_grad_norm and --num_warmup_steps must not be negative")
     if not 0 < args.validation_split_percentage < 100:
@@ -256,7 +285,13 @@ def tokenize_and_pack(raw, block_size: int, text_column: str, documents: bool):
     # speed: both maps take and return Arrow tables, so datasets hands over a batch of rows as one table instead of
     # building a Python dict per line of text (2.8x the tokens per second streaming a .txt file; bench/bench_data.py)
     def tokenize(table: pa.Table) -> pa.Table:
-        texts = table[text_column].to_pylist()
+        column = table[text_column]
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            raise UsageError(
+                f"the {text_column!r} column holds {column.type}, not text; pass --text_column_name to name the "
+                "column that holds the text"
+            )
+        texts = [text or "" for text in column.to_pylist()]  # a null is an empty document
         if documents:  # tiktoken's batch encoder; documents are joined with <|endoftext|>, as in GPT-2's data
             ids = [doc + [encoding.eot_token] for doc in encoding.encode_ordinary_batch(texts)]
         else:
@@ -307,6 +342,61 @@ def build_datasets(args: argparse.Namespace, raw, documents: bool, block_size: i
     return train, validation  # lists of ids: default_data_collator makes the batch tensors
 
 
+def describe_data_error(args: argparse.Namespace, error: Exception) -> str:
+    """One line for a corpus that datasets cannot read: the file, and the line or byte where it goes wrong."""
+    for path in filter(None, (args.train_file, args.validation_file)):
+        problem = find_file_problem(Path(path))
+        if problem:
+            which = "--train_file" if path == args.train_file else "--validation_file"
+            return f"{which} {path!r} {problem}"
+    cause = error
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    return f"cannot read the training data: {str(error).splitlines()[0]} ({str(cause).splitlines()[0][:200]})"
+
+
+def find_file_problem(path: Path) -> str | None:
+    """What makes a corpus file unreadable: bytes that are not UTF-8, or (.json/.jsonl) a line that is not JSON."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, offset = 1, 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                bad = offset + error.start
+                line += chunk[: error.start].count(b"\n")
+                return (
+                    f"is not UTF-8 text: byte 0x{chunk[error.start]:02x} at line {line} (byte {bad}); "
+                    "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                )
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+    if path.suffix in (".json", ".jsonl"):
+        with path.open(encoding="utf-8") as f:
+            for number, text in enumerate(f, 1):
+                if not text.strip():
+                    continue
+                try:
+                    json.loads(text)
+                except ValueError as error:
+                    if number == 1 and path.suffix == ".json":
+                        break  # maybe one JSON document over many lines: checked whole below
+                    return (
+                        f"line {number} is not valid JSON ({error}); each line must be one JSON object, "
+                        'like {"text": "..."}'
+                    )
+            else:
+                return None
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            return f"is not valid JSON ({error})"
+    return None
+
+
 # --- model and state ----------------------------------------------------------------------------------------------
 
 
@@ -314,12 +404,17 @@ def build_model(args: argparse.Namespace, config: GPT2EduConfig | None = None) -
     if config is not None:
         return GPT2EduForCausalLM(config)
     if args.model_name_or_path:
+        name = args.model_name_or_path
+        looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
+        if looks_local and not os.path.isdir(name):
+            raise UsageError(f"--model_name_or_path {name!r}: no such folder")
         try:
-            return AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
-        except OSError as error:
+            return load_checked_model(name)
+        except Exception as error:  # OSError, ValueError, or safetensors' own error for a damaged file
+            where = "" if os.path.isdir(name) else " (no such folder, nor a model of that name on the Hub)"
             raise UsageError(
-                f"cannot load --model_name_or_path {args.model_name_or_path!r}: {str(error).splitlines()[0]}"
-            ) from error
+                f"cannot load --model_name_or_path {name!r}{where}: {str(error).splitlines()[0][:300]}"
+            ) from None
     overrides = parse_config_overrides(SMALL_MODEL if args.config_overrides is None else args.config_overrides)
     try:
         config = GPT2EduConfig(**overrides)
@@ -354,6 +449,98 @@ def find_checkpoint(output_dir: str, which: str) -> Path:
     return max(steps, key=lambda p: int(p.name[5:]))
 
 
+STAGING_PATTERNS = (".final-*", "step_*.tmp")  # what a run killed while saving leaves behind
+
+
+def check_output_dir(args: argparse.Namespace) -> None:
+    """Refuse an output folder that cannot be written, or that holds an earlier run not being resumed or overwritten.
+
+    Runs before any data is read: a bad folder should not cost the minutes of loading a corpus.
+    """
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output_dir {args.output_dir!r} is a file, not a folder; choose another --output_dir")
+    parent = next((p for p in [out.absolute(), *out.absolute().parents] if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--output_dir {args.output_dir!r} cannot be created or written ({parent} is not a writable folder); "
+            "choose another --output_dir"
+        )
+    source = Path(args.model_name_or_path) if args.model_name_or_path else None
+    if source is not None and source.is_dir() and out.is_dir() and os.path.samefile(source, out):
+        raise UsageError(
+            f"--output_dir {args.output_dir!r} is the folder --model_name_or_path reads from: training would "
+            "replace the model it starts from; choose another --output_dir"
+        )
+    if args.resume_from_checkpoint or args.overwrite_output_dir or not out.is_dir():
+        return
+    staging = {p for pattern in STAGING_PATTERNS for p in out.glob(pattern)}
+    earlier = sorted(p.name for p in out.iterdir() if p not in staging)
+    if earlier:
+        shown = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+        hint = "--resume_from_checkpoint latest to continue it, " if any(out.glob("step_*")) else ""
+        raise UsageError(
+            f"--output_dir {args.output_dir!r} already holds an earlier run ({shown}); pass --overwrite_output_dir "
+            f"to replace it, {hint}or choose another --output_dir"
+        )
+
+
+def prepare_output_dir(args: argparse.Namespace, resuming: bool) -> None:
+    """Create the output folder; remove what killed saves left behind and, with --overwrite_output_dir, the earlier
+    run's checkpoints (a later --resume_from_checkpoint latest must not pick one of those)."""
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stale = [p for pattern in STAGING_PATTERNS for p in out.glob(pattern)]
+    if args.overwrite_output_dir and not resuming:
+        stale += [p for p in out.glob("step_*") if p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def check_checkpoint(checkpoint: Path, model: torch.nn.Module, accelerator: Accelerator) -> dict:
+    """Refuse a checkpoint that would resume inexactly or not at all; returns its trainer state.
+
+    Accelerate skips a missing random state or loader state with a log line, and the resumed run then differs from
+    an uninterrupted one. Its pickles (random states, optimizer, scheduler, loader states) are loaded here with
+    torch.load(weights_only=True), as Accelerate loads them: a pickle that would run code is refused, not run.
+    What stays trusted is the checkpoint's numbers: a checkpoint written by someone else can hold any weights.
+    """
+    from accelerate.utils import load as accelerate_load
+
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    needed = ["trainer_state.json"] + [f"random_states_{i}.pkl" for i in range(accelerator.num_processes)]
+    if not sharded:
+        needed += ["model.safetensors", "optimizer.bin", "scheduler.bin", "dl_state_dict.bin", "dl_state_dict_1.bin"]
+    missing = [name for name in needed if not (checkpoint / name).is_file()]
+    if missing:
+        raise UsageError(
+            f"checkpoint {str(checkpoint)!r} is incomplete (no {', '.join(missing)}"
+            f"{'; it was written by a run of fewer processes' if 'random_states_1.pkl' in missing else ''}); "
+            "resume from another step_N folder"
+        )
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        if not all(isinstance(state.get(key), int) and state[key] >= 0 for key in ("step", "epoch", "tokens_seen")):
+            raise ValueError("step, epoch or tokens_seen missing")
+    except (ValueError, AttributeError, UnicodeDecodeError) as error:
+        raise UsageError(
+            f"checkpoint {str(checkpoint)!r}: trainer_state.json is damaged ({str(error).splitlines()[0]}); "
+            "resume from another step_N folder"
+        ) from None
+    for name in needed:
+        if name.endswith((".pkl", ".bin")) and name.startswith(("random_states", "scheduler")):
+            try:
+                accelerate_load(checkpoint / name, map_location="cpu")
+            except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+                raise UsageError(
+                    f"checkpoint {str(checkpoint)!r}: {name} cannot be loaded safely "
+                    f"({str(error).splitlines()[0][:200]}); resume from another step_N folder"
+                ) from None
+    if not sharded:
+        check_checkpoint_fits(checkpoint, model)
+    return state
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict) -> None:
     """accelerator.save_state into step_N.tmp, then an atomic rename: a run killed mid-save leaves step_N-1 intact."""
     final = Path(output_dir) / f"step_{state['step']}"
@@ -361,13 +548,48 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict) -> N
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with reporting_full_disk(f"saving checkpoint {final}", cleanup=tmp):
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps(state))
+            give_ordinary_permissions(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps(state))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    accelerator.wait_for_everyone()
+
+
+def give_ordinary_permissions(folder: Path) -> None:
+    """Give each file in `folder` the permissions open() gives (safetensors writes its files 0600, as mkstemp)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
+
+
+@contextlib.contextmanager
+def reporting_full_disk(what: str, cleanup: Path):
+    """Turn a full disk into a UsageError naming what was being saved, and remove the half-written `cleanup`.
+
+    torch.save reports a full disk as a RuntimeError ("file write failed"), safetensors as its own error: both are
+    recognised by the free space left, not only by errno.
+    """
+    try:
+        yield
+    except Exception as error:
+        shutil.rmtree(cleanup, ignore_errors=True)
+        full = getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error)
+        try:
+            full = full or shutil.disk_usage(cleanup.parent).free < 1 << 20
+        except OSError:
+            pass
+        if not full:
+            raise
+        raise UsageError(
+            f"no space left on device while {what}; the earlier checkpoints and model are kept: free some space, "
+            "then continue with --resume_from_checkpoint latest"
+        ) from None
 
 
 # --- model FLOPs utilisation -------------------------------------------------------------------------------------
@@ -427,15 +649,58 @@ def generate_sample(model, tokenizer, prompt: str, accelerator: Accelerator, max
     return tokenizer.decode(output[0]).replace("\n", " ")
 
 
-# --- stopping on SIGTERM ------------------------------------------------------------------------------------------
+# --- stopping on SIGTERM or Ctrl-C, and on divergence ------------------------------------------------------------
 
 STOP_REQUESTED = False
+STOP_SIGNAL = "SIGTERM"
 
 
 def request_stop(signum, frame) -> None:
-    """SIGTERM handler: finish the current step, save a checkpoint and the model, then exit cleanly."""
-    global STOP_REQUESTED
-    STOP_REQUESTED = True
+    """SIGTERM and SIGINT handler: finish the current step, save a checkpoint and the model, then exit cleanly.
+
+    A second Ctrl-C stops at once (Python's KeyboardInterrupt), for a user who cannot wait for the save.
+    """
+    global STOP_REQUESTED, STOP_SIGNAL
+    STOP_REQUESTED, STOP_SIGNAL = True, signal.Signals(signum).name
+    if signum == signal.SIGINT:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class TrainingDiverged(UsageError):
+    """The loss or the weights became NaN or infinite: nothing more is saved."""
+
+
+def weights_are_finite(model, accelerator: Accelerator) -> bool:
+    """Whether every weight on every process is finite (a diverged run must not be saved over a good one)."""
+    bad = sum(int(not torch.isfinite(p.detach()).all()) for p in model.parameters() if p.is_floating_point())
+    return int(accelerator.reduce(torch.tensor(bad, device=accelerator.device), reduction="sum")) == 0
+
+
+def diverged(args: argparse.Namespace, step: int, what: str) -> TrainingDiverged:
+    checkpoints = [p for p in Path(args.output_dir).glob("step_*") if p.name[5:].isdigit()]
+    kept = (
+        f"the last checkpoint, {max(checkpoints, key=lambda p: int(p.name[5:])).name}, is kept"
+        if checkpoints
+        else "nothing was saved"
+    )
+    return TrainingDiverged(
+        f"training diverged at step {step}: {what}; {kept}. Lower --learning_rate (now {args.learning_rate:g}) "
+        f"or --max_grad_norm (now {args.max_grad_norm:g}) and train again"
+    )
+
+
+def resume_command() -> str:
+    """This run's command line with --resume_from_checkpoint latest (replacing any it had)."""
+    argv, kept = sys.argv[1:], []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume_from_checkpoint":
+            skip = True
+        elif not arg.startswith("--resume_from_checkpoint="):
+            kept.append(arg)
+    return shlex.join(["python", os.path.basename(sys.argv[0]), *kept, "--resume_from_checkpoint", "latest"])
 
 
 # --- the loop -----------------------------------------------------------------------------------------------------
@@ -460,79 +725,96 @@ def train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataload
     # MFU: the FLOPs the model needs per token, against what all the devices could do at most
     flops_per_s_peak = device_peak_flops(accelerator.device) * accelerator.num_processes
     model_flops_per_token = flops_per_token(accelerator.unwrap_model(model), args.block_size)
-    while state["step"] < args.max_train_steps and not STOP_REQUESTED:
-        train_dataloader.set_epoch(state["epoch"])
-        batches_this_epoch = 0
-        for batch in train_dataloader:
-            batches_this_epoch += 1
-            with accelerator.accumulate(model):
-                loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            # One collective per micro-batch: tokens from every process, and whether any process got SIGTERM.
-            counts = accelerator.reduce(
-                torch.tensor([batch["input_ids"].numel(), STOP_REQUESTED], device=accelerator.device), reduction="sum"
-            )
-            state["tokens_seen"] += int(counts[0])
-            window_tokens += int(counts[0])
-            window_loss += loss.item() / args.gradient_accumulation_steps
-            if not accelerator.sync_gradients:
-                continue
-            state["step"] += 1
-            window_steps += 1
-            progress.update(1)
-            stop_now = bool(counts[1]) or state["step"] >= args.max_train_steps
-            entry = None
-            if state["step"] % args.logging_steps == 0 or state["step"] % args.eval_steps == 0 or stop_now:
-                train_loss = accelerator.reduce(
-                    torch.tensor(window_loss / window_steps, device=accelerator.device), reduction="mean"
-                ).item()
-                tokens_per_s = window_tokens / (time.perf_counter() - window_start)
-                mfu = model_flops_per_token * tokens_per_s / flops_per_s_peak
-                progress.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", mfu=f"{mfu:.1%}")
-                entry = {
-                    "step": state["step"],
-                    "tokens_seen": state["tokens_seen"],
-                    "train_loss": train_loss,
-                    "lr": lr_scheduler.get_last_lr()[0],
-                    "tokens_per_s": tokens_per_s,
-                    "mfu": mfu,
-                }
-                window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
-            # No evaluation on SIGTERM: a preempted job has seconds, not minutes, before it is killed.
-            if entry is not None and (state["step"] % args.eval_steps == 0 or state["step"] >= args.max_train_steps):
-                entry["val_loss"], entry["perplexity"] = evaluate(model, eval_dataloader, accelerator)
-                sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-                sample = "" if sharded else generate_sample(model, tokenizer, args.sample_prompt, accelerator)
-                accelerator.print(
-                    f"\nstep {state['step']}: train loss {entry['train_loss']:.3f}, "
-                    f"val loss {entry['val_loss']:.3f} | {sample}"
+    try:  # the progress bar ends its line before any message below it
+        while state["step"] < args.max_train_steps and not STOP_REQUESTED:
+            train_dataloader.set_epoch(state["epoch"])
+            batches_this_epoch = 0
+            for batch in train_dataloader:
+                batches_this_epoch += 1
+                with accelerator.accumulate(model):
+                    loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad()
+                # One collective per micro-batch: tokens from every process, whether any process got SIGTERM or SIGINT,
+                # and whether any loss is NaN or infinite.
+                loss_value = loss.item()
+                counts = accelerator.reduce(
+                    torch.tensor(
+                        [batch["input_ids"].numel(), STOP_REQUESTED, not math.isfinite(loss_value)],
+                        device=accelerator.device,
+                    ),
+                    reduction="sum",
                 )
-            if entry is not None:
-                if accelerator.is_main_process:
-                    with log_path.open("a") as log:
-                        log.write(json.dumps(entry) + "\n")
-                if args.with_tracking:
-                    accelerator.log(entry, step=state["step"])
-            if bool(counts[1]) or (args.checkpointing_steps and state["step"] % args.checkpointing_steps == 0):
-                save_checkpoint(accelerator, args.output_dir, state)
-            if stop_now:
-                if counts[1]:
+                if counts[2]:
+                    raise diverged(args, state["step"] + 1, "the training loss is not a number")
+                state["tokens_seen"] += int(counts[0])
+                window_tokens += int(counts[0])
+                window_loss += loss_value / args.gradient_accumulation_steps
+                if not accelerator.sync_gradients:
+                    continue
+                state["step"] += 1
+                window_steps += 1
+                progress.update(1)
+                stop_now = bool(counts[1]) or state["step"] >= args.max_train_steps
+                entry = None
+                if state["step"] % args.logging_steps == 0 or state["step"] % args.eval_steps == 0 or stop_now:
+                    train_loss = accelerator.reduce(
+                        torch.tensor(window_loss / window_steps, device=accelerator.device), reduction="mean"
+                    ).item()
+                    tokens_per_s = window_tokens / (time.perf_counter() - window_start)
+                    mfu = model_flops_per_token * tokens_per_s / flops_per_s_peak
+                    progress.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", mfu=f"{mfu:.1%}")
+                    entry = {
+                        "step": state["step"],
+                        "tokens_seen": state["tokens_seen"],
+                        "train_loss": train_loss,
+                        "lr": lr_scheduler.get_last_lr()[0],
+                        "tokens_per_s": tokens_per_s,
+                        "mfu": mfu,
+                    }
+                    window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+                # No evaluation on SIGTERM: a preempted job has seconds, not minutes, before it is killed.
+                at_eval = state["step"] % args.eval_steps == 0 or state["step"] >= args.max_train_steps
+                if entry is not None and at_eval:
+                    entry["val_loss"], entry["perplexity"] = evaluate(model, eval_dataloader, accelerator)
+                    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+                    sample = "" if sharded else generate_sample(model, tokenizer, args.sample_prompt, accelerator)
                     accelerator.print(
-                        f"\nSIGTERM: stopped at step {state['step']} with a checkpoint; "
-                        "continue with --resume_from_checkpoint latest"
+                        f"\nstep {state['step']}: train loss {entry['train_loss']:.3f}, "
+                        f"val loss {entry['val_loss']:.3f} | {sample}"
                     )
-                progress.close()
-                return
-        empty_epochs = empty_epochs + 1 if batches_this_epoch == 0 else 0
-        if empty_epochs == 2 or (empty_epochs == 1 and state["step"] == 0):
-            raise UsageError(f"the training data holds no full block of {args.block_size} tokens")
-        state["epoch"] += 1
-    progress.close()
+                if entry is not None:
+                    if accelerator.is_main_process:
+                        with log_path.open("a") as log:
+                            log.write(json.dumps(entry) + "\n")
+                    if args.with_tracking:
+                        accelerator.log(entry, step=state["step"])
+                if bool(counts[1]) or (args.checkpointing_steps and state["step"] % args.checkpointing_steps == 0):
+                    if not weights_are_finite(model, accelerator):
+                        raise diverged(args, state["step"], "the weights hold NaN or infinite values")
+                    save_checkpoint(accelerator, args.output_dir, state)
+                if stop_now:
+                    progress.close()
+                    if counts[1]:
+                        accelerator.print(
+                            f"{STOP_SIGNAL}: stopped at step {state['step']} with a checkpoint; continue with: "
+                            f"{resume_command()}"
+                        )
+                    return
+            empty_epochs = empty_epochs + 1 if batches_this_epoch == 0 else 0
+            if empty_epochs == 2 or (empty_epochs == 1 and state["step"] == 0):
+                raise UsageError(
+                    f"the training data holds no full batch of {args.per_device_train_batch_size} blocks of "
+                    f"{args.block_size} tokens; use a smaller --per_device_train_batch_size or --block_size, "
+                    "or more data"
+                )
+            state["epoch"] += 1
+    finally:
+        progress.close()
 
 
 # --- output -------------------------------------------------------------------------------------------------------
@@ -561,9 +843,11 @@ def save_final_model(model, state_dict: dict, tokenizer, output_dir: str, card: 
     """Write the Hugging Face folder (weights, config, code, tokenizer, card) into output_dir, each file atomically."""
     staging = Path(tempfile.mkdtemp(prefix=".final-", dir=output_dir))
     try:
-        model.save_pretrained(staging, state_dict=state_dict)
-        tokenizer.save_pretrained(staging)
-        (staging / "README.md").write_text(card)
+        with reporting_full_disk(f"saving the model into {output_dir}", cleanup=staging):
+            model.save_pretrained(staging, state_dict=state_dict)
+            tokenizer.save_pretrained(staging)
+            (staging / "README.md").write_text(card)
+        give_ordinary_permissions(staging)
         for path in staging.iterdir():
             os.replace(path, Path(output_dir) / path.name)
     finally:
@@ -603,15 +887,21 @@ def check_checkpoint_fits(checkpoint: Path, model: torch.nn.Module) -> None:
     if not weights.is_file():  # FSDP and DeepSpeed save sharded states: Accelerate checks those itself
         return
     expected = model.state_dict()
-    with safe_open(str(weights), framework="pt") as f:
-        for name in f.keys():
-            shape = tuple(f.get_slice(name).get_shape())
-            if name not in expected or tuple(expected[name].shape) != shape:
-                mine = tuple(expected[name].shape) if name in expected else "absent"
-                raise UsageError(
-                    f"checkpoint {str(checkpoint)!r} is from a different model: {name} is {shape} "
-                    f"there and {mine} here; use the same --config_overrides as the run that wrote it"
-                )
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as error:  # safetensors raises its own SafetensorError for a damaged header or a short file
+        raise UsageError(
+            f"checkpoint {str(checkpoint)!r}: model.safetensors is damaged ({str(error).splitlines()[0][:200]}); "
+            "resume from another step_N folder"
+        ) from None
+    for name, shape in shapes.items():
+        if name not in expected or tuple(expected[name].shape) != shape:
+            mine = tuple(expected[name].shape) if name in expected else "absent"
+            raise UsageError(
+                f"checkpoint {str(checkpoint)!r} is from a different model: {name} is {shape} "
+                f"there and {mine} here; use the same --config_overrides as the run that wrote it"
+            )
 
 
 def has_accelerator() -> bool:
@@ -623,6 +913,7 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
 
     `raw` (datasets with a "train" and a "validation" split) and `config` replace what the arguments would load.
     """
+    check_output_dir(args)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -632,31 +923,37 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
         dataloader_config=DataLoaderConfiguration(
             use_seedable_sampler=True, use_stateful_dataloader=True, dispatch_batches=False, data_seed=args.seed
         ),
-        log_with=args.report_to if args.with_tracking else None,
+        log_with=[name.strip() for name in args.report_to.split(",") if name.strip()] if args.with_tracking else None,
         project_dir=args.output_dir,
     )
-    signal.signal(signal.SIGTERM, request_stop)
     set_seed(args.seed)
     model = build_model(args, config)
     context = model.config.max_position_embeddings
     args.block_size = args.block_size or min(context, 1024)
     if args.block_size > context:
         raise UsageError(f"--block_size {args.block_size} is larger than the model's context ({context} tokens)")
+    tokenizer = gpt2_tokenizer()
+    if model.config.vocab_size < len(tokenizer):
+        raise UsageError(
+            f"the model's vocab_size is {model.config.vocab_size}, but the GPT-2 tokenizer has {len(tokenizer)} "
+            f"tokens; use vocab_size={len(tokenizer)} or more (or leave it out of --config_overrides)"
+        )
+    n_prompt = len(tokenizer(args.sample_prompt).input_ids)
+    if n_prompt >= model.config.context_length:
+        raise UsageError(
+            f"--sample_prompt is {n_prompt} tokens, the model's whole context is {model.config.context_length}: "
+            "use a shorter prompt"
+        )
     checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     if checkpoint is not None:
-        check_checkpoint_fits(checkpoint, model)
-    elif any(Path(args.output_dir).glob("step_*")):
-        raise UsageError(
-            f"{args.output_dir!r} holds checkpoints of an earlier run; continue it with "
-            "--resume_from_checkpoint latest, or choose another --output_dir"
-        )
+        checkpoint_state = check_checkpoint(checkpoint, model, accelerator)
 
     if raw is None:
         with accelerator.main_process_first():
             try:
                 raw, documents = load_raw_datasets(args)
             except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as error:
-                raise UsageError(f"cannot read the training data: {str(error).splitlines()[0]}") from error
+                raise UsageError(describe_data_error(args, error)) from None
     train_dataset, eval_dataset = build_datasets(args, raw, documents, args.block_size)
     # Each loader draws its worker seed from a generator of its own: drawing it from torch's global generator when an
     # iterator starts would shift the dropout masks of a resumed run, which starts its iterator mid-epoch.
@@ -680,6 +977,13 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
     model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader
     )
+    if not args.streaming and len(train_dataloader) == 0:
+        raise UsageError(
+            f"the training data holds {len(train_dataset)} blocks of {args.block_size} tokens, less than one batch of "
+            f"--per_device_train_batch_size {args.per_device_train_batch_size}; use a smaller batch size or "
+            "--block_size, or more data"
+        )
+    fresh_eval_state = eval_dataloader.state_dict()
     if args.max_train_steps is None:
         if args.streaming:
             raise UsageError("--streaming needs --max_train_steps: a stream's length is unknown in advance")
@@ -695,12 +999,23 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
         )
     )
 
-    os.makedirs(args.output_dir, exist_ok=True)
+    if accelerator.is_main_process:
+        prepare_output_dir(args, resuming=checkpoint is not None)
+    accelerator.wait_for_everyone()
     log_path = Path(args.output_dir) / "training_log.jsonl"
     state = {"step": 0, "epoch": 0, "tokens_seen": 0}
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        try:
+            accelerator.load_state(str(checkpoint))
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
+            raise UsageError(
+                f"checkpoint {str(checkpoint)!r} cannot be restored ({str(error).splitlines()[0][:200]}); "
+                "resume from another step_N folder"
+            ) from None
+        # The evaluation loader is saved after a full pass: restored as such, it would yield nothing. Every
+        # evaluation starts from the top.
+        eval_dataloader.load_state_dict(fresh_eval_state)
+        state = checkpoint_state
         accelerator.print(f"Resuming from {checkpoint} (step {state['step']}, {state['tokens_seen']:,} tokens seen)")
     if accelerator.is_main_process:
         # Keep the log of the steps before the checkpoint; a killed run may have logged steps after it.
@@ -709,9 +1024,19 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
     if args.with_tracking:
         accelerator.init_trackers("gpt2edu", config={k: v for k, v in vars(args).items() if v is not None})
 
-    tokenizer = gpt2_tokenizer()
     accelerator.print(describe_run(args, accelerator.unwrap_model(model), train_dataset, state["step"]))
-    train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader, tokenizer, state)
+    previous_handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        train_loop(
+            args, accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader, tokenizer, state
+        )
+    except (datasets.exceptions.DatasetGenerationError, UnicodeDecodeError, pa.ArrowInvalid) as error:
+        raise UsageError(describe_data_error(args, error)) from None  # a streamed corpus is read during training
+    finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+    if not weights_are_finite(model, accelerator):
+        raise diverged(args, state["step"], "the weights hold NaN or infinite values")
 
     accelerator.wait_for_everyone()
     log = read_log(log_path)
@@ -744,6 +1069,9 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before training started (or a second one): nothing was saved after it
+        print(f"{os.path.basename(sys.argv[0])}: interrupted; the checkpoints saved so far are kept", file=sys.stderr)
+        return 130
     return 0
 
 
