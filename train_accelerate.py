@@ -58,11 +58,18 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line on stderr with exit code 2."""
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, reporting an error in one line (argparse prints the whole usage above it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 # --- command line -------------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a gpt2edu model with datasets and Accelerate.")
+    parser = OneLineErrorParser(description="Train a gpt2edu model with datasets and Accelerate.")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_name", default=None, help="a dataset on the Hub, read with datasets.load_dataset")
     data.add_argument("--dataset_config_name", default=None, help="the dataset's configuration name")
@@ -578,12 +585,12 @@ def reporting_full_disk(what: str, cleanup: Path):
     try:
         yield
     except Exception as error:
-        shutil.rmtree(cleanup, ignore_errors=True)
         full = getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error)
         try:
             full = full or shutil.disk_usage(cleanup.parent).free < 1 << 20
         except OSError:
             pass
+        shutil.rmtree(cleanup, ignore_errors=True)
         if not full:
             raise
         raise UsageError(
