@@ -26,6 +26,8 @@ TINY = [
 ]  # fmt: skip
 RESUMABLE = [*TINY, "--max_train_steps", "30", "--checkpointing_steps", "5"]
 STREAMED = [*RESUMABLE, "--train_file", str(SHARED / "corpora" / "tinyshakespeare.txt"), "--streaming"]
+# A checkpoint at step 10 right after an evaluation: the evaluation loader is saved after its full pass.
+STREAMED_VALIDATED = [*STREAMED, "--validation_file", str(ROOT / "data" / "default_corpus.txt")]
 LAUNCH_2 = [
     "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
     "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -178,12 +180,33 @@ def test_kill_9_and_resume_a_stream(tmp_path, uninterrupted):
     assert_same_training(out, uninterrupted("stream", STREAMED))
 
 
-def test_sigterm_saves_a_checkpoint_and_the_model_and_resumes_exactly(tmp_path, uninterrupted):
+def test_kill_9_after_an_evaluation_and_resume_a_stream_with_a_validation_file(tmp_path, uninterrupted):
     out = tmp_path / "run"
-    assert interrupt(RESUMABLE, out, at_checkpoint=5, how=signal.SIGTERM) == 0
+    interrupt(STREAMED_VALIDATED, out, at_checkpoint=10, how=signal.SIGKILL)
+    printed = train([*STREAMED_VALIDATED, "--output_dir", str(out), "--resume_from_checkpoint", "latest"])
+    assert "step 20: train loss" in printed  # evaluated after the resume: the loader was not restored as exhausted
+    assert_same_training(out, uninterrupted("stream-validated", STREAMED_VALIDATED))
+    val_losses = [json.loads(line).get("val_loss") for line in (out / "training_log.jsonl").read_text().splitlines()]
+    assert len([loss for loss in val_losses if loss is not None]) == 3
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT (Ctrl-C)"])
+def test_a_signal_saves_a_checkpoint_and_the_model_and_resumes_exactly(tmp_path, uninterrupted, how):
+    out = tmp_path / "run"
+    process = start([*RESUMABLE, "--output_dir", str(out)])
+    deadline = time.time() + 240
+    while not (out / "step_5").is_dir():
+        assert process.poll() is None and time.time() < deadline, process.communicate()[0][-3000:]
+        time.sleep(0.005)
+    process.send_signal(how)
+    printed, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, printed[-3000:]
+    assert "Traceback" not in printed and "KeyboardInterrupt" not in printed
+    assert f"{how.name}: stopped at step" in printed and "--resume_from_checkpoint latest" in printed
     stopped_at = max(int(p.name[5:]) for p in out.glob("step_*"))
     assert 5 < stopped_at < 30  # a checkpoint at the step where the signal arrived, not only the periodic ones
     assert (out / "model.safetensors").is_file()  # the model so far is saved too
+    assert [step for step, *_ in losses(out)] == list(range(1, stopped_at + 1))  # the log is whole
     train([*RESUMABLE, "--output_dir", str(out), "--resume_from_checkpoint", "latest"])
     assert_same_training(out, uninterrupted("map", RESUMABLE))
 
@@ -319,7 +342,8 @@ def test_bad_input_is_one_clear_line_and_nothing_is_written(tmp_path, capsys, ar
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.safetensors").write_text("a previous good output")
-    base = ["--config_overrides", "emb_dim=32,n_heads=2,n_layers=2,context_length=32", "--output_dir", str(out)]
+    base = ["--config_overrides", "emb_dim=32,n_heads=2,n_layers=2,context_length=32", "--output_dir", str(out),
+            "--overwrite_output_dir"]  # fmt: skip
     code, err = run_main([*base, *[arg.format(tmp=tmp_path) for arg in args]], capsys)
     assert code == 2
     assert message in err, err
