@@ -19,6 +19,8 @@ back the way a user will load it, compared parameter by parameter with the sourc
 
 import argparse
 import contextlib
+import errno
+import glob
 import json
 import logging
 import os
@@ -443,7 +445,14 @@ def read_seed_checkpoint(path: Path, n_heads: int | None = None) -> Source:
     if tied:
         state_dict = {name: tensor for name, tensor in state_dict.items() if name != "out_head.weight"}
         form += ", output head tied to the token embedding"
-    fields = seed_sizes_from_state_dict(state_dict) | (stored or {})
+    sizes = seed_sizes_from_state_dict(state_dict)
+    for name, value in (stored or {}).items():
+        if name in sizes and value != sizes[name] and name != "qkv_bias":
+            raise ValueError(
+                f"{path}: the checkpoint's config says {name}={value!r}, but its tensors have {name}={sizes[name]!r}; "
+                "the config and the weights come from different models"
+            )
+    fields = sizes | (stored or {})
     if n_heads is not None and stored and "n_heads" in stored and stored["n_heads"] != n_heads:
         raise ValueError(f"conflicting --n-heads {n_heads}: the checkpoint's config says n_heads={stored['n_heads']}")
     if n_heads is not None:
@@ -538,6 +547,9 @@ def read_hf_folder(folder: Path) -> Source:
         config = gpt2_config_to_gpt2edu(model_config)
         model_class, head, embedding = GPT2LMHeadModel, "lm_head.weight", "transformer.wte.weight"
         state_dict = normalize_gpt2_keys(state_dict)
+    blocks = {int(match.group(1)) for key in state_dict if (match := re.search(r"(?:trf_blocks|\.h)\.(\d+)\.", key))}
+    if config.n_layers != len(blocks):  # before building: a config of 200,000 layers would take minutes to build
+        raise ValueError(f"{what}: config.json says {config.n_layers} layers, its weights hold {len(blocks)} blocks")
     shapes = {name: p.shape for name, p in empty_model(model_class, model_config).state_dict().items()}
     check_state_dict(state_dict, shapes, what, optional=(head,) if config.tie_word_embeddings else ())
     state_dict.setdefault(head, state_dict[embedding])  # save_pretrained writes a tied head once, as the embedding
@@ -603,6 +615,39 @@ def read_source(src: str | Path, n_heads: int | None = None, revision: str | Non
     return read_seed_checkpoint(path, n_heads)
 
 
+def check_source_tensors(source: Source) -> None:
+    """Refuse tensors that cannot be model weights: not floating point, or holding NaN or infinity.
+
+    A NaN head or an infinite embedding converts and loads without a word, and the model then prints `!!!!!`; better
+    to say which tensor is broken, before anything is written.
+    """
+    for name, tensor in source.state_dict.items():
+        if not tensor.is_floating_point():
+            raise ValueError(
+                f"{source.description}: tensor {name} holds {str(tensor.dtype).removeprefix('torch.')} values, not "
+                "floating point weights; this is not a model checkpoint (or it was saved after a .long()/.int())"
+            )
+        if not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"{source.description}: tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; the "
+                "checkpoint is damaged or the training that wrote it diverged"
+            )
+
+
+def check_dtype_range(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+    """Refuse a --dtype that cannot hold the weights: values beyond its range would be written as infinity."""
+    limit = torch.finfo(dtype).max
+    overflowing = [name for name, tensor in state_dict.items() if tensor.abs().max() > limit]
+    if overflowing:
+        shown = ", ".join(overflowing[:3]) + (f" (+{len(overflowing) - 3} more)" if len(overflowing) > 3 else "")
+        name = str(dtype).removeprefix("torch.")
+        raise ValueError(
+            f"--dtype {name} cannot hold these weights: {shown} exceed(s) its largest value {limit:g}; keep float32 "
+            "or use bfloat16, which has float32's range"
+        )
+
+
 # --- building and writing ------------------------------------------------------------------------------------------
 
 
@@ -614,6 +659,7 @@ def build_model(source: Source, to: str, dtype: torch.dtype | None = None) -> Pr
     """
     state_dict = own_memory(source.state_dict)
     if dtype is not None:
+        check_dtype_range(state_dict, dtype)
         state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
     config, model_class = source.config, GPT2EduForCausalLM
     if to == "gpt2":
@@ -656,11 +702,13 @@ def atomic_output_dir(out_dir: str | os.PathLike, force: bool = False):
         ValueError: If `out_dir` is a file, or a non-empty folder and `force` is not set.
     """
     out_dir = Path(out_dir)
+    clean_stale_siblings(out_dir)
     check_output_dir(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = new_sibling_dir(out_dir, "partial")  # same file system as out_dir, so the final rename is atomic
     try:
         yield tmp
+        ordinary_permissions(tmp)
         if out_dir.exists():
             old = new_sibling_dir(out_dir, "old")
             out_dir.rename(old / out_dir.name)  # set the old folder aside: it comes back if the rename below fails
@@ -674,6 +722,31 @@ def atomic_output_dir(out_dir: str | os.PathLike, force: bool = False):
             tmp.rename(out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
+
+
+def ordinary_permissions(folder: Path) -> None:
+    """Give the files in `folder` the permissions the user's umask gives new files (safetensors writes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in folder.iterdir():
+        if file.is_file():
+            file.chmod(0o666 & ~umask)
+
+
+def clean_stale_siblings(path: Path) -> None:
+    """Clear what a run killed while writing `path` left beside it (one conversion to a given OUT at a time).
+
+    `.NAME.partial-*` folders are half-written output: removed. A `.NAME.old-*` folder holds the previous NAME set
+    aside for a replacement: if NAME is gone (killed between the two renames) it is moved back, otherwise removed.
+    """
+    if not path.parent.is_dir():
+        return
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in path.parent.glob(f".{glob.escape(path.name)}.old-*"):
+        if not path.exists() and (old / path.name).exists():
+            (old / path.name).rename(path)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def new_sibling_dir(path: Path, tag: str) -> Path:
@@ -792,6 +865,7 @@ def save_seed_file(model: GPT2EduForCausalLM, out_file: str | os.PathLike, force
         The number of tensors in OUT.pth, each verified to equal what was meant to be written.
     """
     out_file = Path(out_file)
+    clean_stale_siblings(out_file)
     check_output_file(out_file, force)
     state_dict = gpt2edu_to_seed_state_dict(dict(model.state_dict()), model.config)
     fields = {name: getattr(model.config, name) for name in SEED_CONFIG_FIELDS}
@@ -805,6 +879,7 @@ def save_seed_file(model: GPT2EduForCausalLM, out_file: str | os.PathLike, force
         # ... and what they compute: read back as a seed checkpoint, they are the model's parameters.
         source = read_seed_checkpoint(written)
         compare_parameters(source.state_dict, dict(model.state_dict()), str(out_file))
+        ordinary_permissions(tmp)
         os.replace(config_file, seed_config_file(out_file))
         os.replace(written, out_file)
     finally:
@@ -955,6 +1030,7 @@ def convert(args: argparse.Namespace) -> int:
     else:
         check_output_dir(out_dir, args.force)
     source = read_source(args.src, args.n_heads, args.revision)
+    check_source_tensors(source)
     print(f"Read {source.description}")
     model = build_model(source, "gpt2edu" if args.to == "seed" else args.to, DTYPES.get(args.dtype))
     print(f"Model: {describe_model(source.config, sum(p.numel() for p in model.parameters()), model.dtype)}")
@@ -983,11 +1059,29 @@ def main(argv: list[str] | None = None) -> int:
     transformers_logging.disable_progress_bar()
     try:
         convert(args)
-    except (ValueError, OSError, RuntimeError) as error:
-        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # always one line
-        print(f"convert_checkpoint.py: error: {message}", file=sys.stderr)
+    except KeyboardInterrupt:  # the temporary output has been removed on the way out (atomic_output_dir)
+        print(f"convert_checkpoint.py: interrupted; nothing was written to {args.out_dir}", file=sys.stderr)
+        return 130
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            print(
+                f"convert_checkpoint.py: error: no space left on the device while writing {args.out_dir}; nothing "
+                "was written (an earlier folder there is untouched): free some space and run again",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"convert_checkpoint.py: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as error:
+        print(f"convert_checkpoint.py: error: {one_line(error)}", file=sys.stderr)
         return 2
     return 0
+
+
+def one_line(error: Exception, limit: int = 400) -> str:
+    """An error's message on one line, cut at `limit` characters (library messages can run to thousands)."""
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 if __name__ == "__main__":
