@@ -1,5 +1,6 @@
 # Two commands on a fresh clone:
-#   make demo   set up .venv, train the default run on the shipped corpus, then continue the sample prompt
+#   make demo   set up .venv, train the default run on the shipped corpus (replacing ./gpt2edu-out), then continue
+#               the sample prompt
 #   make test   set up .venv, then run the test suite (what CI runs)
 # Each sets up only what is missing: the virtual environment, torch, then the project (again when pyproject.toml
 # changes).
@@ -32,7 +33,7 @@ $(VENV)/.gpt2edu-installed: pyproject.toml $(VENV)/.torch-installed
 	touch $@
 
 demo: setup
-	$(BIN)/python train_accelerate.py --output_dir $(OUTPUT_DIR)
+	$(BIN)/python train_accelerate.py --output_dir $(OUTPUT_DIR) --overwrite_output_dir
 	$(BIN)/python run_inference.py --model $(OUTPUT_DIR) --prompt "$(PROMPT)"
 
 test: setup
