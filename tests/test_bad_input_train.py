@@ -197,8 +197,8 @@ def damage(checkpoint: Path, how: str, marker: Path) -> None:
         (checkpoint / "optimizer.bin").write_bytes(b"\0garbage" * 100)
     elif how == "random_states_0.pkl runs code":
         torch.save({"random_state": RunsCode(str(marker))}, checkpoint / "random_states_0.pkl")
-    elif how == "scheduler.bin runs code":
-        torch.save(RunsCode(str(marker)), checkpoint / "scheduler.bin")
+    elif how.endswith(" runs code"):
+        torch.save(RunsCode(str(marker)), checkpoint / how.split()[0])
 
 
 @pytest.mark.parametrize(
@@ -211,6 +211,8 @@ def damage(checkpoint: Path, how: str, marker: Path) -> None:
         ("corrupt optimizer.bin", "cannot be restored"),
         ("random_states_0.pkl runs code", "random_states_0.pkl cannot be loaded safely"),
         ("scheduler.bin runs code", "scheduler.bin cannot be loaded safely"),
+        ("optimizer.bin runs code", "cannot be restored (Weights only load failed"),
+        ("dl_state_dict.bin runs code", "cannot be restored (Weights only load failed"),
     ],
 )
 def test_a_damaged_checkpoint_is_refused_not_half_restored(tmp_path, capsys, trained, how, message):
