@@ -34,6 +34,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import DistributedType, LoggerType, set_seed
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, default_data_collator, get_scheduler
 
@@ -411,13 +412,15 @@ def build_model(args: argparse.Namespace, config: GPT2EduConfig | None = None) -
     if config is not None:
         return GPT2EduForCausalLM(config)
     if args.model_name_or_path:
-        name = args.model_name_or_path
-        looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
+        name = os.path.expanduser(args.model_name_or_path)
+        # A Hub id is "name" or "owner/name": anything else that is not a folder is a path that does not exist (the
+        # Hub client would answer "Repo id must be in the form ...").
+        looks_local = name.startswith((".", "/")) or name.count("/") > 1 or "\\" in name
         if looks_local and not os.path.isdir(name):
-            raise UsageError(f"--model_name_or_path {name!r}: no such folder")
+            raise UsageError(f"--model_name_or_path {args.model_name_or_path!r}: no such folder")
         try:
             return load_checked_model(name)
-        except Exception as error:  # OSError, ValueError, or safetensors' own error for a damaged file
+        except (OSError, ValueError, SafetensorError) as error:
             where = "" if os.path.isdir(name) else " (no such folder, nor a model of that name on the Hub)"
             raise UsageError(
                 f"cannot load --model_name_or_path {name!r}{where}: {str(error).splitlines()[0][:300]}"
@@ -508,9 +511,10 @@ def check_checkpoint(checkpoint: Path, model: torch.nn.Module, accelerator: Acce
     """Refuse a checkpoint that would resume inexactly or not at all; returns its trainer state.
 
     Accelerate skips a missing random state or loader state with a log line, and the resumed run then differs from
-    an uninterrupted one. Its pickles (random states, optimizer, scheduler, loader states) are loaded here with
-    torch.load(weights_only=True), as Accelerate loads them: a pickle that would run code is refused, not run.
-    What stays trusted is the checkpoint's numbers: a checkpoint written by someone else can hold any weights.
+    an uninterrupted one. Accelerate loads the pickles (random states, optimizer, scheduler, loader states) with
+    torch.load(weights_only=True), which refuses one that would run code; it only logs that refusal for the random
+    states, so those (and the scheduler) are loaded here first, the same way, to turn it into an error. What stays
+    trusted is the checkpoint's numbers: a checkpoint written by someone else can hold any weights.
     """
     from accelerate.utils import load as accelerate_load
 
@@ -897,7 +901,7 @@ def check_checkpoint_fits(checkpoint: Path, model: torch.nn.Module) -> None:
     try:
         with safe_open(str(weights), framework="pt") as f:
             shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
-    except Exception as error:  # safetensors raises its own SafetensorError for a damaged header or a short file
+    except (SafetensorError, OSError) as error:  # a damaged header, or a file shorter than its header says
         raise UsageError(
             f"checkpoint {str(checkpoint)!r}: model.safetensors is damaged ({str(error).splitlines()[0][:200]}); "
             "resume from another step_N folder"
