@@ -559,7 +559,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict) -> N
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    with reporting_full_disk(f"saving checkpoint {final}", cleanup=tmp):
+    with reporting_full_disk(f"saving checkpoint {final}", tmp):
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -579,9 +579,14 @@ def give_ordinary_permissions(folder: Path) -> None:
             path.chmod(0o666 & ~umask)
 
 
+RESUME_ADVICE = (
+    "the earlier checkpoints and model are kept: free some space, then continue with --resume_from_checkpoint latest"
+)
+
+
 @contextlib.contextmanager
-def reporting_full_disk(what: str, cleanup: Path):
-    """Turn a full disk into a UsageError naming what was being saved, and remove the half-written `cleanup`.
+def reporting_full_disk(what: str, folder: Path, cleanup: bool = True, advice: str = RESUME_ADVICE):
+    """Turn a full disk into a UsageError naming what was being saved, and remove the half-written `folder`.
 
     torch.save reports a full disk as a RuntimeError ("file write failed"), safetensors as its own error: both are
     recognised by the free space left, not only by errno.
@@ -591,16 +596,14 @@ def reporting_full_disk(what: str, cleanup: Path):
     except Exception as error:
         full = getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error)
         try:
-            full = full or shutil.disk_usage(cleanup.parent).free < 1 << 20
+            full = full or shutil.disk_usage(folder if folder.is_dir() else folder.parent).free < 1 << 20
         except OSError:
             pass
-        shutil.rmtree(cleanup, ignore_errors=True)
+        if cleanup:
+            shutil.rmtree(folder, ignore_errors=True)
         if not full:
             raise
-        raise UsageError(
-            f"no space left on device while {what}; the earlier checkpoints and model are kept: free some space, "
-            "then continue with --resume_from_checkpoint latest"
-        ) from None
+        raise UsageError(f"no space left on device while {what}; {advice}") from None
 
 
 # --- model FLOPs utilisation -------------------------------------------------------------------------------------
@@ -800,8 +803,9 @@ def train_loop(args, accelerator, model, optimizer, lr_scheduler, train_dataload
                     )
                 if entry is not None:
                     if accelerator.is_main_process:
-                        with log_path.open("a") as log:
-                            log.write(json.dumps(entry) + "\n")
+                        with reporting_full_disk(f"writing {log_path}", log_path.parent, cleanup=False):
+                            with log_path.open("a") as log:
+                                log.write(json.dumps(entry) + "\n")
                     if args.with_tracking:
                         accelerator.log(entry, step=state["step"])
                 if bool(counts[1]) or (args.checkpointing_steps and state["step"] % args.checkpointing_steps == 0):
@@ -854,7 +858,7 @@ def save_final_model(model, state_dict: dict, tokenizer, output_dir: str, card: 
     """Write the Hugging Face folder (weights, config, code, tokenizer, card) into output_dir, each file atomically."""
     staging = Path(tempfile.mkdtemp(prefix=".final-", dir=output_dir))
     try:
-        with reporting_full_disk(f"saving the model into {output_dir}", cleanup=staging):
+        with reporting_full_disk(f"saving the model into {output_dir}", staging):
             model.save_pretrained(staging, state_dict=state_dict)
             tokenizer.save_pretrained(staging)
             (staging / "README.md").write_text(card)
@@ -1055,7 +1059,9 @@ def run(args: argparse.Namespace, raw=None, documents: bool = True, config: GPT2
     state_dict = accelerator.get_state_dict(model)  # HF: gathers the full weights under FSDP / DeepSpeed ZeRO-3
     if accelerator.is_main_process:
         save_final_model(unwrapped, state_dict, tokenizer, args.output_dir, model_card(unwrapped, args, log))
-        plot_losses(log, Path(args.output_dir) / "loss.png")
+        saved = "the model is saved; free some space and draw it again from training_log.jsonl"
+        with reporting_full_disk("drawing loss.png", Path(args.output_dir), cleanup=False, advice=saved):
+            plot_losses(log, Path(args.output_dir) / "loss.png")
         generate = f'python run_inference.py --model {args.output_dir} --prompt "{args.sample_prompt}"'
         accelerator.print(
             f"Done. Model: {args.output_dir}/  Loss plot: {args.output_dir}/loss.png  Generate: {generate}"
