@@ -229,17 +229,22 @@ def load_tokenizer(name_or_path: str):
         if not local:  # a Hub model without a tokenizer
             logger.info("No tokenizer for %s; using GPT-2's tokenizer.", name_or_path)
             return gpt2_tokenizer()
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        tokenizer_file = os.path.join(name_or_path, "tokenizer.json")
-        if os.path.isfile(tokenizer_file):
+        reason = " ".join(str(error).split())[:200]
+        if not isinstance(error, (OSError, ValueError)) or not reason:  # e.g. KeyError: 'added_tokens'
+            reason = f"{type(error).__name__}: {reason}"
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json"):
+            path = os.path.join(name_or_path, name)
             try:
-                with open(tokenizer_file, encoding="utf-8") as file:
+                with open(path, encoding="utf-8") as file:
                     json.load(file)
             except (UnicodeDecodeError, json.JSONDecodeError) as json_error:
-                reason = f"{tokenizer_file} is not valid JSON: {json_error}"
+                reason = f"{path} is not valid JSON: {json_error}"
+                break
+            except OSError:  # absent
+                continue
         raise ValueError(
-            f"{name_or_path}: its tokenizer cannot be loaded ({reason}); the tokenizer files are damaged: copy them "
-            "again, or delete them all to use GPT-2's tokenizer"
+            f"{name_or_path}: its tokenizer cannot be loaded ({reason}); the tokenizer files are incomplete or "
+            "damaged: copy them again, or delete them all to use GPT-2's tokenizer"
         ) from error
 
 
@@ -264,8 +269,8 @@ def load_model_and_tokenizer(name_or_path: str, device: torch.device | str = "cp
 
 
 def check_prompt(prompt: str) -> None:
-    """Raise ValueError for an empty prompt, or one with bytes that were not UTF-8 (surrogate escapes from argv)."""
-    if not prompt.strip():
+    """Raise ValueError for an empty prompt, or one with bytes that are not UTF-8 (surrogate escapes from argv)."""
+    if not prompt:
         raise ValueError("the prompt is empty; pass some text to continue")
     try:
         prompt.encode("utf-8")
@@ -362,6 +367,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="random seed (0 to 2**32-1), for reproducible sampling")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps... (default: the best available)")
     args = parser.parse_args(argv)
+    if not args.prompt.strip():
+        parser.error("--prompt is empty; pass some text to continue")
     try:
         check_prompt(args.prompt)
         get_device(args.device)
@@ -380,32 +387,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def report(error: Exception | str, code: int = 2) -> int:
+    """Print an error as one line on stderr, as argparse words it, and return the exit code."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def detach_stdout() -> None:
+    """Point stdout at devnull after a failed write, so that the interpreter's last flush does not fail again.
+
+    Python's recipe for a closed pipe (the `signal` module's docs, "Note on SIGPIPE").
+    """
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (e.g. captured by a test)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     transformers_logging.disable_progress_bar()  # the weights of a GPT-2 load in a blink; keep the terminal clean
+    if sys.stdout is None:  # started with stdout closed (>&-): the text would go nowhere
+        return report("stdout is closed; run with stdout open (a terminal, a file or a pipe)")
     if args.seed is not None:
         set_seed(args.seed)
     sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p) if args.do_sample else {}
     try:
         model, tokenizer = load_model_and_tokenizer(args.model, get_device(args.device))
+    except (ValueError, OSError, RuntimeError) as error:
+        return report(error)
+    try:
         generate_response_from_prompt(
             args.prompt, model, args.max_new_tokens, tokenizer, stream=True, do_sample=args.do_sample, **sampling
         )
-        sys.stdout.flush()  # a closed pipe shows here, not at exit
-    except BrokenPipeError:
-        # Python's recipe (docs of `signal`, "Note on SIGPIPE"): point stdout at devnull, so that the interpreter's
-        # last flush at exit does not fail a second time.
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):  # stdout is not a file (e.g. captured by a test)
-            pass
-        print(f"{PROG}: error: stdout was closed before the whole text was written (as by | head)", file=sys.stderr)
-        return 1
+        sys.stdout.flush()  # a failed write shows here, not at exit
+    except BrokenPipeError:  # the reader went away, as `| head` does
+        detach_stdout()
+        return report("stdout was closed before the whole text was written (as by | head)", code=1)
+    except OSError as error:  # writing the text failed: a full disk, a closed terminal...
+        detach_stdout()
+        return report(f"cannot write the text to stdout ({error.strerror or error}); check where stdout goes")
     except (ValueError, RuntimeError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__  # always one line
-        print(f"{PROG}: error: {message}", file=sys.stderr)  # as argparse words it
-        return 2
+        return report(error)
     return 0
 
 

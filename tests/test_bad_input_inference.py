@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 import run_inference
 from modeling_gpt2edu import GPT2EduForCausalLM
-from run_inference import load_checked_model
+from run_inference import generate_response_from_prompt, load_checked_model
 
 PROMPT = "Every effort moves you"
 
@@ -124,6 +124,14 @@ def truncate_tokenizer(folder: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def truncate_tokenizer_config(folder: Path) -> None:
+    (folder / "tokenizer_config.json").write_text('{"backend": "tok')
+
+
+def empty_tokenizer(folder: Path) -> None:  # valid JSON, but no tokenizer in it
+    (folder / "tokenizer.json").write_text("{}")
+
+
 def remove_tokenizer(folder: Path) -> None:
     (folder / "tokenizer.json").unlink()
     (folder / "tokenizer_config.json").unlink()
@@ -195,7 +203,9 @@ FOLDER_CASES = [
     ),
     (edit_config(context_length=128), "model.pos_emb.weight is 64x32 in the weights but 128x32 by config.json;"),
     (edit_config(vocab_size=50000), "model.tok_emb.weight is 50257x32 in the weights but 50000x32 by config.json"),
-    (truncate_tokenizer, "its tokenizer cannot be loaded"),
+    (truncate_tokenizer, os.sep + "tokenizer.json is not valid JSON: Expecting"),
+    (truncate_tokenizer_config, "tokenizer_config.json is not valid JSON: Unterminated string"),
+    (empty_tokenizer, "its tokenizer cannot be loaded (KeyError: 'added_tokens')"),
     (break_config_json, "config.json is not valid JSON"),
 ]
 
@@ -290,6 +300,12 @@ def test_load_checked_model_refuses(saved_model, tmp_path, damage, message):
     assert "\n" not in str(error.value)
 
 
+def test_library_function_refuses_a_prompt_that_is_not_utf8(saved_model, tokenizer):
+    model, _ = saved_model
+    with pytest.raises(ValueError, match=r"the prompt is not UTF-8 text \(byte 0xe9 at position 3\)"):
+        generate_response_from_prompt("caf\udce9", model=model, tokenizer=tokenizer)
+
+
 def test_load_checked_model_loads_a_good_folder_exactly(saved_model):
     model, folder = saved_model
     loaded = load_checked_model(str(folder))
@@ -327,16 +343,38 @@ def test_command_line_prompt_bytes_not_utf8(saved_model):
     assert_one_line_error(result.returncode, result.stdout, result.stderr, "--prompt is not UTF-8 text (byte 0xe9")
 
 
-def test_command_line_stdout_closed_early(saved_model):
-    """As `run_inference.py ... | head -c 0`: the reader is gone before the first write (no race)."""
-    _, folder = saved_model
+def closed_pipe() -> int:
+    """The write end of a pipe whose reader has gone: as `| head -c 0`, without the race of a real head."""
     read_end, write_end = os.pipe()
     os.close(read_end)
+    return write_end
+
+
+STDOUT_CASES = {
+    "closed_pipe": (closed_pipe, 1, "stdout was closed before the whole text was written (as by | head)"),
+    "full_disk": (lambda: os.open("/dev/full", os.O_WRONLY), 2, "cannot write the text to stdout (No space left"),
+    "closed": (None, 2, "stdout is closed; run with stdout open"),
+}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("case", STDOUT_CASES)
+def test_command_line_stdout_that_cannot_be_written(saved_model, case):
+    open_stdout, exit_code, message = STDOUT_CASES[case]
+    _, folder = saved_model
+    args = [sys.executable, str(ROOT / "run_inference.py"), "--model", str(folder), "--prompt", PROMPT]
+    stdout = open_stdout() if open_stdout else subprocess.DEVNULL
     try:
-        result = run_cli(["--model", str(folder), "--prompt", PROMPT, "--max-new-tokens", "5"], stdout=write_end)
+        result = subprocess.run(
+            [*args, "--max-new-tokens", "5"],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            preexec_fn=None if open_stdout else lambda: os.close(1),  # as `>&-`
+        )
     finally:
-        os.close(write_end)
-    err = result.stderr.decode()
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert result.returncode == 1, err
-    assert lines == ["run_inference.py: error: stdout was closed before the whole text was written (as by | head)"]
+        if open_stdout:
+            os.close(stdout)
+    assert_one_line_error(result.returncode, "", result.stderr, message, exit_code=exit_code)
