@@ -371,9 +371,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--prompt is empty; pass some text to continue")
     try:
         check_prompt(args.prompt)
+    except ValueError as error:
+        parser.error("--prompt" + str(error).removeprefix("the prompt"))
+    try:
         get_device(args.device)
     except ValueError as error:
-        parser.error(str(error).replace("the prompt", "--prompt", 1).replace("device ", "--device ", 1))
+        parser.error(f"--{error}")  # "device 'cuda' is not available..." -> "--device 'cuda' ..."
     if args.max_new_tokens < 1:
         parser.error(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
