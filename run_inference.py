@@ -197,7 +197,7 @@ def load_checked_model(name_or_path: str, **from_pretrained_kwargs) -> PreTraine
     mismatched = sorted(info.get("mismatched_keys") or ())
     if mismatched:
         key, in_file, by_config = mismatched[0]
-        more = f" (+{len(mismatched) - 1} more tensors)" if len(mismatched) > 1 else ""
+        more = f" (+{len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
         raise ValueError(
             f"{name_or_path}: config.json does not fit its weights: {key} is "
             f"{'x'.join(map(str, in_file))} in the weights but {'x'.join(map(str, by_config))} by config.json{more}; "
