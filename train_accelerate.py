@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, default_data_collator, get_scheduler
 
 from configuration_gpt2edu import GPT2EduConfig
-from convert_checkpoint import push_to_hub
+from convert_checkpoint import ordinary_permissions, push_to_hub
 from modeling_gpt2edu import GPT2EduForCausalLM
 from run_inference import load_checked_model
 from tokenization_gpt2edu import gpt2_tokenizer, tiktoken_encoding
@@ -564,19 +564,10 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict) -> N
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (tmp / "trainer_state.json").write_text(json.dumps(state))
-            give_ordinary_permissions(tmp)
+            ordinary_permissions(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
     accelerator.wait_for_everyone()
-
-
-def give_ordinary_permissions(folder: Path) -> None:
-    """Give each file in `folder` the permissions open() gives (safetensors writes its files 0600, as mkstemp)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in folder.iterdir():
-        if path.is_file():
-            path.chmod(0o666 & ~umask)
 
 
 RESUME_ADVICE = (
@@ -862,7 +853,7 @@ def save_final_model(model, state_dict: dict, tokenizer, output_dir: str, card: 
             model.save_pretrained(staging, state_dict=state_dict)
             tokenizer.save_pretrained(staging)
             (staging / "README.md").write_text(card)
-        give_ordinary_permissions(staging)
+        ordinary_permissions(staging)
         for path in staging.iterdir():
             os.replace(path, Path(output_dir) / path.name)
     finally:
