@@ -197,6 +197,7 @@ class GPT2EduPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock"]
+    _input_embed_layer = "tok_emb"  # HF: where get_input_embeddings() and set_input_embeddings() find the embedding
     # HF: attention implementations set_attn_implementation() and from_pretrained(attn_implementation=) accept
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -230,12 +231,6 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
         self.trf_blocks = nn.ModuleList([TransformerBlock(config, layer_idx=i) for i in range(config.n_layers)])
         self.final_norm = LayerNorm(config.emb_dim, eps=config.layer_norm_eps)
         self.post_init()  # HF: initialise the weights and set up gradient checkpointing, tying and the like
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.tok_emb
-
-    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
-        self.tok_emb = new_embeddings
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # HF: transformers 4's name for the cache
     @can_return_tuple  # HF: return_dict=False (or config.return_dict) gives a plain tuple, in the fields' order
@@ -393,12 +388,6 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
         self.model = GPT2EduModel(config)
         self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.tok_emb
-
-    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
-        self.model.tok_emb = new_embeddings
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.out_head
