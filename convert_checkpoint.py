@@ -296,15 +296,15 @@ def normalize_gpt2_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
+def few(names: list[str], shown: int = 3) -> str:
+    """'a, b, c (+2 more)': the first `shown` names, and how many more there are."""
+    return ", ".join(names[:shown]) + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
+
+
 def describe_key_mismatch(missing: list[str], unexpected: list[str], shown: int = 4) -> str:
     """'missing keys a, b (+3 more); unexpected keys c' in one line."""
-
-    def few(keys: list[str]) -> str:
-        more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
-        return ", ".join(keys[:shown]) + more
-
-    parts = [f"missing keys {few(missing)}"] if missing else []
-    parts += [f"unexpected keys {few(unexpected)}"] if unexpected else []
+    parts = [f"missing keys {few(missing, shown)}"] if missing else []
+    parts += [f"unexpected keys {few(unexpected, shown)}"] if unexpected else []
     return "; ".join(parts)
 
 
@@ -640,11 +640,10 @@ def check_dtype_range(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -
     limit = torch.finfo(dtype).max
     overflowing = [name for name, tensor in state_dict.items() if tensor.abs().max() > limit]
     if overflowing:
-        shown = ", ".join(overflowing[:3]) + (f" (+{len(overflowing) - 3} more)" if len(overflowing) > 3 else "")
         name = str(dtype).removeprefix("torch.")
         raise ValueError(
-            f"--dtype {name} cannot hold these weights: {shown} exceed(s) its largest value {limit:g}; keep float32 "
-            "or use bfloat16, which has float32's range"
+            f"--dtype {name} cannot hold these weights: {few(overflowing)} exceed(s) its largest value {limit:g}; "
+            "keep float32 or use bfloat16, which has float32's range"
         )
 
 

@@ -27,6 +27,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 import modeling_gpt2edu  # noqa: F401  (registers gpt2edu with the Auto classes)
+from convert_checkpoint import few
 from tokenization_gpt2edu import gpt2_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -146,11 +147,6 @@ def damaged_weights_message(folder: str, error: Exception) -> str:
         f"{pickle_file} cannot be read as a PyTorch state dict ({first_sentence}); the file is damaged: copy it "
         "again, or convert a good copy to safetensors with python convert_checkpoint.py FOLDER NEWFOLDER"
     )
-
-
-def few(keys: list[str], shown: int = 3) -> str:
-    """The first `shown` keys, and how many more there are."""
-    return ", ".join(keys[:shown]) + (f" (+{len(keys) - shown} more)" if len(keys) > shown else "")
 
 
 def load_checked_model(name_or_path: str, **from_pretrained_kwargs) -> PreTrainedModel:

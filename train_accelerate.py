@@ -41,7 +41,7 @@ from transformers import AutoModelForCausalLM, default_data_collator, get_schedu
 from configuration_gpt2edu import GPT2EduConfig
 from convert_checkpoint import ordinary_permissions, push_to_hub
 from modeling_gpt2edu import GPT2EduForCausalLM
-from run_inference import load_checked_model
+from run_inference import OneLineErrorParser, load_checked_model
 from tokenization_gpt2edu import gpt2_tokenizer, tiktoken_encoding
 
 # torchdata's StatefulDataLoader calls a torch function that torch 2.13 deprecates, and warns at every loader start:
@@ -57,13 +57,6 @@ SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constan
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line on stderr with exit code 2."""
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, reporting an error in one line (argparse prints the whole usage above it)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 # --- command line -------------------------------------------------------------------------------------------------

@@ -177,7 +177,16 @@ def test_return_dict_false_gives_transformers_tuple_order():
 # --- the attention implementation switch -------------------------------------------------------------------------
 
 
-def test_set_attn_implementation_and_from_pretrained_switch_the_kernel(tmp_path):
+def record_sdpa_masks(monkeypatch) -> list:
+    """Spy on PyTorch's fused attention: the list gets the attn_mask of each call, which still runs as before."""
+    masks, original = [], F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        F, "scaled_dot_product_attention", lambda *a, **k: masks.append(k.get("attn_mask")) or original(*a, **k)
+    )
+    return masks
+
+
+def test_set_attn_implementation_and_from_pretrained_switch_the_kernel(tmp_path, monkeypatch):
     model = make_model()
     input_ids, attention_mask = left_padded_batch()
     with torch.no_grad():
@@ -185,19 +194,14 @@ def test_set_attn_implementation_and_from_pretrained_switch_the_kernel(tmp_path)
     model.set_attn_implementation("eager")
     assert model.config._attn_implementation == "eager"
     assert all(block.att.config._attn_implementation == "eager" for block in model.model.trf_blocks)
-    calls = []
-    original = torch.nn.functional.scaled_dot_product_attention
-    torch.nn.functional.scaled_dot_product_attention = lambda *a, **k: calls.append(1) or original(*a, **k)
-    try:
-        with torch.no_grad():
-            eager_logits = model(input_ids, attention_mask=attention_mask).logits
-        assert calls == []  # eager never calls the fused kernel
-        model.set_attn_implementation("sdpa")
-        with torch.no_grad():
-            model(input_ids, attention_mask=attention_mask)
-        assert len(calls) == 2  # one per block
-    finally:
-        torch.nn.functional.scaled_dot_product_attention = original
+    calls = record_sdpa_masks(monkeypatch)
+    with torch.no_grad():
+        eager_logits = model(input_ids, attention_mask=attention_mask).logits
+    assert calls == []  # eager never calls the fused kernel
+    model.set_attn_implementation("sdpa")
+    with torch.no_grad():
+        model(input_ids, attention_mask=attention_mask)
+    assert len(calls) == 2  # one per block
     real = attention_mask.bool()
     torch.testing.assert_close(eager_logits[real], sdpa_logits[real])
 
@@ -312,17 +316,12 @@ def test_padding_queries_stay_finite_in_both_kernels():
         assert torch.all(out.attentions[0][1, :, 4:, :4] == 0)
 
 
-def test_no_mask_cost_without_padding():
+def test_no_mask_cost_without_padding(monkeypatch):
     """Without padding, the default sdpa path hands the fused kernel no mask (its own causal mode is exact)."""
     model = make_model()
-    seen = []
-    original = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = lambda *a, **k: seen.append(k.get("attn_mask")) or original(*a, **k)
-    try:
-        with torch.no_grad():
-            model(torch.randint(0, 100, (2, 6)), attention_mask=torch.ones(2, 6, dtype=torch.long))
-    finally:
-        F.scaled_dot_product_attention = original
+    seen = record_sdpa_masks(monkeypatch)
+    with torch.no_grad():
+        model(torch.randint(0, 100, (2, 6)), attention_mask=torch.ones(2, 6, dtype=torch.long))
     assert seen == [None, None]
 
 
