@@ -20,7 +20,7 @@ from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoTokenizer, Pr
 import modeling_gpt2edu  # noqa: F401  (registers gpt2edu with the Auto classes)
 from tokenization_gpt2edu import gpt2_tokenizer
 
-from .cli import few, quiet_transformers
+from .cli import few, first_line, quiet_transformers
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def check_model_folder(folder: str) -> None:
 
 def damaged_weights_message(folder: str, error: Exception) -> str:
     """One line naming the weight file from_pretrained could not read, and why."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = first_line(error)
     if isinstance(error, SafetensorError):
         files = sorted(name for name in os.listdir(folder) if name.endswith(".safetensors"))
         for name in files:  # find the damaged one: safe_open reads and checks just the header
@@ -159,6 +159,33 @@ def damaged_weights_message(folder: str, error: Exception) -> str:
         f"{pickle_file} cannot be read as a PyTorch state dict ({first_sentence}); the file is damaged: copy it "
         "again, or convert a good copy to safetensors with python convert_checkpoint.py FOLDER NEWFOLDER"
     )
+
+
+def check_loading_info(name_or_path: str, info: dict) -> None:
+    """Refuse what from_pretrained's loading info reports: tensors missing, unexpected, or shaped otherwise.
+
+    Raises:
+        ValueError: Naming the first tensors concerned (and, for a mis-shaped one, both shapes).
+    """
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"missing: {few(sorted(info['missing_keys']))}")
+    if info.get("unexpected_keys"):
+        problems.append(f"not in the model: {few(sorted(info['unexpected_keys']))}")
+    if problems:
+        raise ValueError(
+            f"{name_or_path}: its weights do not match its config.json ({'; '.join(problems)}); the folder is "
+            "incomplete or its files come from different models"
+        )
+    mismatched = sorted(info.get("mismatched_keys") or ())
+    if mismatched:
+        key, in_file, by_config = mismatched[0]
+        more = f" (+{len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        raise ValueError(
+            f"{name_or_path}: config.json does not fit its weights: {key} is "
+            f"{'x'.join(map(str, in_file))} in the weights but {'x'.join(map(str, by_config))} by config.json{more}; "
+            "config.json was edited or comes from another model: restore the one saved with these weights"
+        )
 
 
 def load_checked_model(name_or_path: str, **from_pretrained_kwargs) -> PreTrainedModel:
@@ -189,25 +216,7 @@ def load_checked_model(name_or_path: str, **from_pretrained_kwargs) -> PreTraine
         if local and (isinstance(error, SafetensorError) or pickled):
             raise ValueError(damaged_weights_message(name_or_path, error)) from error
         raise
-    problems = []
-    if info.get("missing_keys"):
-        problems.append(f"missing: {few(sorted(info['missing_keys']))}")
-    if info.get("unexpected_keys"):
-        problems.append(f"not in the model: {few(sorted(info['unexpected_keys']))}")
-    if problems:
-        raise ValueError(
-            f"{name_or_path}: its weights do not match its config.json ({'; '.join(problems)}); the folder is "
-            "incomplete or its files come from different models"
-        )
-    mismatched = sorted(info.get("mismatched_keys") or ())
-    if mismatched:
-        key, in_file, by_config = mismatched[0]
-        more = f" (+{len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
-        raise ValueError(
-            f"{name_or_path}: config.json does not fit its weights: {key} is "
-            f"{'x'.join(map(str, in_file))} in the weights but {'x'.join(map(str, by_config))} by config.json{more}; "
-            "config.json was edited or comes from another model: restore the one saved with these weights"
-        )
+    check_loading_info(name_or_path, info)
     non_finite = first_non_finite(model.state_dict().items())
     if non_finite:
         name, bad, total = non_finite
@@ -268,6 +277,6 @@ def load_model_and_tokenizer(name_or_path: str, device: torch.device | str = "cp
         model = load_checked_model(name_or_path)
     except OSError as error:  # HF: raised both for a missing local folder and for a Hub id that cannot be fetched
         where = "no such folder, and not found on the Hugging Face Hub" if not os.path.exists(name_or_path) else ""
-        raise ValueError(f"cannot load model {name_or_path!r}: {where or str(error).splitlines()[0]}") from error
+        raise ValueError(f"cannot load model {name_or_path!r}: {where or first_line(error)}") from error
     tokenizer = load_tokenizer(name_or_path)
     return model.to(device).eval(), tokenizer
