@@ -21,7 +21,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import can_return_tuple
+from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 
 # HF: transformers' remote-code loader copies this file next to configuration_gpt2edu.py and follows only relative
@@ -122,6 +122,7 @@ class MultiHeadAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend over the sequence (and over the cached past, when there is one).
 
@@ -130,6 +131,7 @@ class MultiHeadAttention(nn.Module):
             attention_mask: The mask `create_causal_mask` made for the attention implementation in use.
             cache: Keys and values of the tokens seen so far; this layer appends its new ones.
             output_attentions: Also return the attention weights (computed by `eager_attention`).
+            **kwargs: HF: passed on to the attention function (position_ids, flash attention's sequence lengths).
 
         Returns:
             Tensor of shape (batch, seq, emb_dim), and the attention weights or None.
@@ -156,7 +158,9 @@ class MultiHeadAttention(nn.Module):
                 )
             attention = eager_attention  # an sdpa mask (boolean or None) means the same to eager_attention
         dropout = self.dropout.p if self.training else 0.0
-        context, attn_weights = attention(self, q, k, v, attention_mask, dropout=dropout, scaling=self.head_dim**-0.5)
+        context, attn_weights = attention(
+            self, q, k, v, attention_mask, dropout=dropout, scaling=self.head_dim**-0.5, **kwargs
+        )
         context = context.reshape(batch, seq_len, emb_dim)  # (batch, seq, n_heads, head_dim) -> (batch, seq, emb_dim)
         return self.out_proj(context), attn_weights
 
@@ -180,9 +184,12 @@ class TransformerBlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         shortcut = hidden_states
-        hidden_states, attn_weights = self.att(self.norm1(hidden_states), attention_mask, cache, output_attentions)
+        hidden_states, attn_weights = self.att(
+            self.norm1(hidden_states), attention_mask, cache, output_attentions, **kwargs
+        )
         hidden_states = shortcut + self.drop_shortcut(hidden_states)
 
         shortcut = hidden_states
@@ -244,6 +251,7 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        **kwargs,
     ) -> BaseModelOutputWithPast:
         """Run the body over a batch of token ids.
 
@@ -258,6 +266,8 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
             output_attentions: Also return each block's attention weights, (batch, n_heads, seq, keys).
             output_hidden_states: Also return the residual stream: the embeddings, then each block's output (the
                 last one after the final LayerNorm), each (batch, seq, emb_dim).
+            **kwargs: HF: transformers' model keyword arguments (`TransformersKwargs`, e.g. flash attention's
+                `cu_seq_lens_q`), passed on to the attention function; see `check_model_kwargs`.
 
         Returns:
             `BaseModelOutputWithPast` with `last_hidden_state` (batch, seq, emb_dim), the `cache`, and the
@@ -273,6 +283,7 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
         )
         if not isinstance(output_hidden_states, bool):
             raise ValueError("output_hidden_states must be True or False; to keep some layers, index the tuple.")
+        check_model_kwargs(self.config, kwargs)
         if inputs_embeds is None:
             inputs_embeds = self.tok_emb(input_ids)
         batch, seq_len, _ = inputs_embeds.shape
@@ -282,27 +293,38 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
             cache = DynamicCache(config=self.config)  # HF: the library's cache; each layer fills its own slot
         past_length = cache.get_seq_length() if cache is not None else 0
 
+        if position_ids is None and "cu_seq_lens_q" in kwargs:
+            position_ids = positions_of_packed_sequences(kwargs["cu_seq_lens_q"], seq_len)
         if position_ids is None:
             if attention_mask is not None and attention_mask.dim() == 2:
                 # Left padding: count positions from each sequence's first real token, as if it were alone.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
             else:
                 position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_length)[None]
-        if isinstance(past_length, int) and past_length + seq_len > self.config.context_length:
+            last_position = past_length + seq_len - 1
+        else:  # given: documents packed into one row restart at 0, so the row may be longer than the context
+            last_position = int(position_ids.max()) if not torch.compiler.is_compiling() else 0
+        if isinstance(last_position, int) and last_position >= self.config.context_length:
             raise ValueError(
-                f"Sequence of {past_length + seq_len} tokens is longer than context_length "
+                f"Sequence of {last_position + 1} tokens is longer than context_length "
                 f"({self.config.context_length}); crop the input to its last {self.config.context_length} tokens."
             )
 
         hidden_states = self.drop_emb(inputs_embeds + self.pos_emb(position_ids))  # (batch, seq, emb_dim)
         # HF: the causal triangle (query i sees keys up to i), minus padding, in the form the attention kernel
-        # wants; None where the kernel's own causal mode is exact.
-        mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache)
+        # wants; None where the kernel's own causal mode is exact. Given no cache, or an empty one, the mask
+        # builder also reads documents packed into one row from position_ids, and keeps them apart.
+        empty_cache = cache is not None and not cache.is_compileable and past_length == 0
+        mask = create_causal_mask(
+            self.config, inputs_embeds, attention_mask, None if empty_cache else cache, position_ids
+        )
         # Written out rather than captured with transformers' hooks: this loop is where the residual stream flows.
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for block in self.trf_blocks:
-            hidden_states, attn_weights = block(hidden_states, mask, cache, output_attentions)
+            hidden_states, attn_weights = block(
+                hidden_states, mask, cache, output_attentions, position_ids=position_ids, **kwargs
+            )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -316,6 +338,143 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )
+
+
+# speed: under torch.compile the loss stays out of the graph; in the graph, the logits, an output too, would get a
+# zero-filled gradient as large as themselves.
+@torch.compiler.disable
+def next_token_loss(
+    logits: torch.Tensor,
+    labels: torch.LongTensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.LongTensor | None = None,
+) -> torch.Tensor:
+    """The language-modelling loss: the cross-entropy of position t's logits against token t + 1.
+
+    Args:
+        logits: (batch, seq, vocab_size).
+        labels: (batch, seq), usually the input ids; or pass `shift_labels`, already shifted.
+        num_items_in_batch: HF: Trainer's count of scored tokens over the accumulated batch, the mean's divisor.
+        ignore_index: Label of positions not to score.
+
+    Returns:
+        The scalar loss, as transformers' `ForCausalLMLoss` computes it.
+    """
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[:, 1:]  # nothing follows the last position
+    logits, targets = logits.flatten(0, -2), shift_labels.reshape(-1).to(logits.device)  # (tokens, vocab), (tokens,)
+    if logits.requires_grad:
+        # speed: the same value, with a backward that needs no extra memory (NextTokenCrossEntropy, below the models)
+        return NextTokenCrossEntropy.apply(logits, targets, ignore_index, num_items_in_batch)
+    if num_items_in_batch is None:  # the mean over the scored positions
+        return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)
+    return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum") / num_items_in_batch
+
+
+class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
+    """GPT-2 with its output head: next-token logits over the vocabulary, a loss, and `generate()`."""
+
+    # HF: when config.tie_word_embeddings is set, the output head shares the token embedding matrix (OpenAI's GPT-2).
+    _tied_weights_keys = {"out_head.weight": "model.tok_emb.weight"}
+
+    def __init__(self, config: GPT2EduConfig):
+        super().__init__(config)
+        self.model = GPT2EduModel(config)
+        self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.out_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.out_head = new_embeddings
+
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, cache: Cache | None = None, **kwargs):
+        """HF: generate() past the context, as the seed's generate loop does it.
+
+        Up to `context_length` tokens, each step feeds the new token and reuses the cached keys and values. Past it,
+        the seed crops its input to the last `context_length` tokens at every step; so does this: the cache is
+        emptied and the window is run whole, with positions 0..context_length-1 again. Each such step costs a full
+        forward pass over the window instead of one token's.
+        """
+        window = self.config.context_length
+        if input_ids.shape[1] > window:
+            input_ids = input_ids[:, -window:]
+            if kwargs.get("attention_mask") is not None:
+                kwargs["attention_mask"] = kwargs["attention_mask"][:, -window:]
+            kwargs.pop("position_ids", None)  # derived again from the window's mask
+            kwargs["next_sequence_length"] = None  # the whole window, not just the new token
+            if cache is not None:
+                cache.reset()
+        return super().prepare_inputs_for_generation(input_ids, cache=cache, **kwargs)
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Next-token logits, and the language-modelling loss when labels are given.
+
+        Args:
+            input_ids, attention_mask, position_ids, cache, use_cache, inputs_embeds, output_attentions,
+                output_hidden_states: As in `GPT2EduModel.forward`.
+            labels: Target ids, (batch, seq), usually the input ids themselves: the model shifts them so that
+                position t is scored on token t + 1. Positions labelled -100 are ignored.
+            logits_to_keep: If an int n > 0, compute logits for the last n positions only (generate() needs just
+                the last one); if a tensor, the sequence indices to keep. 0 keeps all.
+            **kwargs: The loss's options (`num_items_in_batch`, `ignore_index`, `shift_labels`), and HF: the model
+                keyword arguments `GPT2EduModel.forward` takes.
+
+        Returns:
+            `CausalLMOutputWithPast` with `loss`, `logits` (batch, kept positions, vocab_size), `cache`, and the
+            `hidden_states` and `attentions` when asked for.
+        """
+        loss_kwargs = {name: kwargs.pop(name) for name in LOSS_KWARGS if name in kwargs}
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        # speed: the output head is the largest matmul in the model; skip positions whose logits nobody reads.
+        if isinstance(logits_to_keep, int):
+            hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep > 0 else hidden_states
+        else:
+            hidden_states = hidden_states[:, logits_to_keep]
+        logits = self.out_head(hidden_states)  # (batch, seq, vocab_size)
+
+        loss = None
+        if labels is not None:
+            loss = next_token_loss(logits, labels, **loss_kwargs)  # HF: Trainer passes num_items_in_batch
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+# --- after the models: a faster loss, and what transformers' callers hand the models -----------------------------
 
 
 class NextTokenCrossEntropy(torch.autograd.Function):
@@ -350,113 +509,40 @@ class NextTokenCrossEntropy(torch.autograd.Function):
         return grad.to(ctx.logits_dtype), None, None, None
 
 
-# speed: under torch.compile the loss stays out of the graph (and runs the fused backward above); in the graph, the
-# logits, an output too, would get a zero-filled gradient as large as themselves.
-@torch.compiler.disable
-def next_token_loss(
-    logits: torch.Tensor,
-    labels: torch.LongTensor,
-    num_items_in_batch: torch.Tensor | int | None = None,
-    ignore_index: int = -100,
-    shift_labels: torch.LongTensor | None = None,
-) -> torch.Tensor:
-    """The language-modelling loss: position t is scored on token t + 1; labels equal to ignore_index are skipped.
+# HF: the loss's options that Trainer and TRL pass to forward
+LOSS_KWARGS = ("num_items_in_batch", "ignore_index", "shift_labels")
+# HF: the keyword arguments transformers hands every model (`TransformersKwargs`: flash attention's packed-sequence
+# lengths `cu_seq_lens_q/k` and `max_length_q/k` among them); they travel down to the attention function.
+MODEL_KWARGS = set(TransformersKwargs.__annotations__) - {"output_attentions", "output_hidden_states", "position_ids"}
+BUILT_IN_ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
 
-    Args:
-        logits: (batch, seq, vocab_size).
-        labels: (batch, seq), usually the input ids; or pass `shift_labels`, already shifted.
-        num_items_in_batch: HF: Trainer's count of scored tokens over the accumulated batch, the mean's divisor.
-        ignore_index: Label of positions not to score.
 
-    Returns:
-        The scalar loss, as transformers' `ForCausalLMLoss` computes it.
+def check_model_kwargs(config: GPT2EduConfig, kwargs: dict) -> None:
+    """HF: refuse keyword arguments the model would ignore, so that a misspelt one is not silently dropped.
+
+    `TransformersKwargs` are accepted; so is anything else when the attention function is not one of transformers'
+    own (a serving engine registers its own in `AttentionInterface`, with arguments of its own, like vLLM's
+    `attention_instances`).
+
+    Raises:
+        TypeError: Naming the unknown arguments.
+        ValueError: For `is_causal=False` or `output_router_logits=True`, which GPT-2 cannot honour.
     """
-    if shift_labels is None:
-        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[:, 1:]  # nothing follows the last position
-    targets = shift_labels.reshape(-1).to(logits.device)
-    return NextTokenCrossEntropy.apply(logits.flatten(0, -2), targets, ignore_index, num_items_in_batch)
-
-
-class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
-    """GPT-2 with its output head: next-token logits over the vocabulary, a loss, and `generate()`."""
-
-    # HF: when config.tie_word_embeddings is set, the output head shares the token embedding matrix (OpenAI's GPT-2).
-    _tied_weights_keys = {"out_head.weight": "model.tok_emb.weight"}
-
-    def __init__(self, config: GPT2EduConfig):
-        super().__init__(config)
-        self.model = GPT2EduModel(config)
-        self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
-        self.post_init()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.out_head
-
-    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
-        self.out_head = new_embeddings
-
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Cache | None = None,
-        use_cache: bool | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
-    ) -> CausalLMOutputWithPast:
-        """Next-token logits, and the language-modelling loss when labels are given.
-
-        Args:
-            input_ids, attention_mask, position_ids, cache, use_cache, inputs_embeds, output_attentions,
-                output_hidden_states: As in `GPT2EduModel.forward`.
-            labels: Target ids, (batch, seq), usually the input ids themselves: the model shifts them so that
-                position t is scored on token t + 1. Positions labelled -100 are ignored.
-            logits_to_keep: If an int n > 0, compute logits for the last n positions only (generate() needs just
-                the last one); if a tensor, the sequence indices to keep. 0 keeps all.
-
-        Returns:
-            `CausalLMOutputWithPast` with `loss`, `logits` (batch, kept positions, vocab_size), `cache`, and the
-            `hidden_states` and `attentions` when asked for.
-        """
-        unknown = kwargs.keys() - {"num_items_in_batch", "ignore_index", "shift_labels"}  # the loss's options
-        if unknown:
-            raise TypeError(f"GPT2EduForCausalLM.forward() got unexpected keyword arguments: {sorted(unknown)}.")
-        outputs = self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=use_cache,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+    unknown = sorted(kwargs.keys() - MODEL_KWARGS)
+    if unknown and config._attn_implementation in BUILT_IN_ATTENTION:
+        raise TypeError(
+            f"{unknown} are not arguments of gpt2edu's forward() (it takes transformers' model keyword arguments: "
+            f"{sorted(MODEL_KWARGS)}); the cache is `cache` (or `past_key_values`)."
         )
-        hidden_states = outputs.last_hidden_state
-        # speed: the output head is the largest matmul in the model; skip positions whose logits nobody reads.
-        if isinstance(logits_to_keep, int):
-            hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep > 0 else hidden_states
-        else:
-            hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.out_head(hidden_states)  # (batch, seq, vocab_size)
+    if kwargs.get("is_causal") is False or kwargs.get("output_router_logits"):
+        raise ValueError("gpt2edu is a causal model without experts: is_causal=False and output_router_logits=True.")
 
-        loss = None
-        if labels is not None:
-            loss = next_token_loss(logits, labels, **kwargs)  # HF: kwargs may carry Trainer's num_items_in_batch
-        return CausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            cache=outputs.cache,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
+
+def positions_of_packed_sequences(cu_seq_lens: torch.Tensor, seq_len: int) -> torch.LongTensor:
+    """HF: position_ids (1, seq_len) restarting at 0 at each sequence start of flash attention's `cu_seq_lens`."""
+    positions = torch.arange(seq_len, device=cu_seq_lens.device)
+    starts = cu_seq_lens[:-1].to(positions.device)
+    return (positions - starts[torch.searchsorted(starts, positions, right=True) - 1])[None]
 
 
 # HF: make the Auto classes know gpt2edu (AutoModelForCausalLM.from_pretrained works once this module is imported),
