@@ -13,7 +13,7 @@ CONTEXT = 32  # the seed reference's context_length
 
 
 def gpt2edu_from_seed(seed) -> GPT2EduForCausalLM:
-    """The same weights in gpt2edu: its names are the seed's, under `model.` (the head aside), less the mask buffers."""
+    """The same weights in gpt2edu: the seed's names under `model.` (the head aside), less the mask buffers."""
     config = tiny_config(context_length=CONTEXT, n_heads=4, emb_dim=32, vocab_size=101)
     model = GPT2EduForCausalLM(config).eval()
     state_dict = {
@@ -149,7 +149,7 @@ def test_called_as_vllms_transformers_backend_calls_it(models):
         bounds = kwargs["attention_instances"]["cu_seq_lens"].tolist()
         parts = [
             F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], is_causal=True, scale=scaling)
-            for a, b in zip(bounds[:-1], bounds[1:])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         return torch.cat(parts, dim=2).transpose(1, 2), None
 

@@ -25,15 +25,18 @@ def sft_trainer(tmp_path, tokenizer, max_length=48, **options):
     torch.manual_seed(0)
     model = GPT2EduForCausalLM(tiny_config(vocab_size=50257, bos_token_id=50256, eos_token_id=50256))
     args = trl.SFTConfig(
-        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, max_length=max_length, learning_rate=1e-3,
-        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, **options,
+        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, max_length=max_length,
+        learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, **options,
     )  # fmt: skip
     tokenizer.pad_token = tokenizer.eos_token
     dataset = datasets.Dataset.from_dict({"text": TEXTS})
     return trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
 
-@pytest.mark.parametrize("options", [dict(packing=True), dict(padding_free=True, max_length=None)], ids=["packing", "padding_free"])
+PACKED = [dict(packing=True), dict(padding_free=True, max_length=None)]
+
+
+@pytest.mark.parametrize("options", PACKED, ids=["packing", "padding_free"])
 def test_sft_trainer_trains_and_packed_rows_keep_documents_apart(tmp_path, tokenizer, options):
     trainer = sft_trainer(tmp_path, tokenizer, **options)
     batch = next(iter(trainer.get_train_dataloader()))
@@ -44,7 +47,7 @@ def test_sft_trainer_trains_and_packed_rows_keep_documents_apart(tmp_path, token
     assert len(starts) > 2
     with torch.no_grad():
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
-        for a, b in zip(starts[:-1], starts[1:]):
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
             alone = model(input_ids=batch["input_ids"][:, a:b]).logits[0]
             torch.testing.assert_close(packed[a:b], alone)
 
