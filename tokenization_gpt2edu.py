@@ -11,6 +11,7 @@ reads on its own.
 
 import functools
 import hashlib
+import json
 import os
 import shutil
 from importlib.metadata import version
@@ -83,11 +84,14 @@ class _EncodingConverter(TikTokenConverter):
         return self.encoding._mergeable_ranks
 
 
-def gpt2_tokenizer() -> PreTrainedTokenizerFast:
+def gpt2_tokenizer(model_max_length: int = CONTEXT_LENGTH) -> PreTrainedTokenizerFast:
     """Build GPT-2's tokenizer as a fast Hugging Face tokenizer, with exactly tiktoken's token ids.
 
     `<|endoftext|>` is always read as the special token (id 50256), like tiktoken's
     `encode(text, allowed_special="all")`.
+
+    Args:
+        model_max_length: The model's context, in tokens: where `tokenizer(text, truncation=True)` cuts.
 
     Returns:
         A new tokenizer; `save_pretrained` writes it for plain `AutoTokenizer.from_pretrained`.
@@ -99,7 +103,7 @@ def gpt2_tokenizer() -> PreTrainedTokenizerFast:
     # A model class such as `GPT2Tokenizer` would rebuild its own pipeline from the vocabulary and merges instead.
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        model_max_length=CONTEXT_LENGTH,
+        model_max_length=model_max_length,
         bos_token=ENDOFTEXT,
         eos_token=ENDOFTEXT,
         # GPT-2 has no pad token, and we leave it unset: using `<|endoftext|>` would make collators such as
@@ -116,8 +120,8 @@ def tokenizer_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt2edu"
 
 
-def save_gpt2_tokenizer(folder: str | os.PathLike) -> None:
-    """Write GPT-2's tokenizer files (what `gpt2_tokenizer().save_pretrained(folder)` writes) into `folder`.
+def save_gpt2_tokenizer(folder: str | os.PathLike, model_max_length: int = CONTEXT_LENGTH) -> None:
+    """Write GPT-2's tokenizer files (what `gpt2_tokenizer(model_max_length).save_pretrained(folder)` writes).
 
     speed: building the tokenizer derives 50,000 BPE merges in Python (about half a second, a third of a checkpoint
     conversion). The files it saves are the same every time for the same libraries, so the first call keeps a copy
@@ -141,3 +145,8 @@ def save_gpt2_tokenizer(folder: str | os.PathLike) -> None:
             shutil.rmtree(building, ignore_errors=True)
     for file in cached.iterdir():
         shutil.copyfile(file, Path(folder) / file.name)
+    if model_max_length != CONTEXT_LENGTH:  # the cached copy says GPT-2's context
+        config_file = Path(folder) / "tokenizer_config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["model_max_length"] = model_max_length
+        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

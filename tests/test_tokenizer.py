@@ -227,3 +227,13 @@ def test_save_gpt2_tokenizer_without_a_writable_cache(tokenizer, tmp_path, monke
     save_gpt2_tokenizer(tmp_path / "out")
     assert folder_bytes(tmp_path / "out") == folder_bytes(tmp_path / "built")
     assert (tmp_path / "not-a-folder").is_file()
+
+
+@pytest.mark.parametrize("context_length", [128, 1024])
+def test_saved_tokenizer_truncates_at_the_models_context(tmp_path, context_length):
+    tokenization_gpt2edu.save_gpt2_tokenizer(tmp_path, model_max_length=context_length)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert tokenizer.model_max_length == context_length
+    assert len(tokenizer("Every effort moves you " * 400, truncation=True).input_ids) == context_length
+    built = tokenization_gpt2edu.gpt2_tokenizer(model_max_length=context_length)
+    assert built.model_max_length == context_length
