@@ -9,10 +9,7 @@ attention.png, logit_lens.png, next_token.png and inspection.json, all four or n
 import argparse
 import io
 import json
-import logging
 import os
-import secrets
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,9 +20,10 @@ from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from transformers import PreTrainedModel
-from transformers.utils import logging as transformers_logging
 
-from run_inference import get_device, load_model_and_tokenizer
+from gpt2edu.cli import EXIT_OK, UsageError, quiet_logs, report
+from gpt2edu.files import atomic_write, check_output_dir
+from gpt2edu.loading import get_device, load_model_and_tokenizer, looks_like_hub_id
 
 OUTPUT_FILES = ("attention.png", "logit_lens.png", "next_token.png", "inspection.json")
 
@@ -41,8 +39,7 @@ def load_for_inspection(name_or_path: str, device: torch.device | str = "cpu"):
     except ValueError as error:
         if os.path.exists(name_or_path):
             raise
-        hub_id = not os.path.isabs(name_or_path) and not name_or_path.startswith(".") and name_or_path.count("/") <= 1
-        offline = hub_id and hub_constants.HF_HUB_OFFLINE
+        offline = looks_like_hub_id(name_or_path) and hub_constants.HF_HUB_OFFLINE
         where = " (HF_HUB_OFFLINE is set: only the local Hub cache was searched)" if offline else ""
         raise ValueError(f"no such model folder or Hub id: {name_or_path!r}{where}") from error
     # HF: transformers' GPT-2 returns attention weights only from its eager kernel; gpt2edu returns them either way.
@@ -214,43 +211,25 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def check_output_dir(out_dir: Path) -> None:
-    """Raise ValueError unless `out_dir` is a folder that can be written to, or can be created."""
+def check_out(out_dir: Path) -> None:
+    """Refuse an --out that is a file, or that cannot be created or written (gpt2edu.files.check_output_dir).
+
+    Raises:
+        UsageError: Naming --out and the folder at fault.
+    """
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} exists and is not a folder")
-    existing = out_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"cannot create --out {out_dir}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to --out {out_dir}: {existing} is not writable")
+        raise UsageError(f"--out {out_dir} exists and is not a folder")
+    check_output_dir(out_dir, "--out")
 
 
 def write_outputs(out_dir: Path, files: dict[str, bytes]) -> None:
-    """Write all the files or none: each goes to a hidden temporary name first, then all are renamed into place.
-
-    Other files in `out_dir` are left alone; on failure, a folder this call created is removed again.
+    """Write all the files into `out_dir` or none (gpt2edu.files.atomic_write): staged in a hidden folder inside it,
+    then each renamed into place. Other files in `out_dir` are left alone; on failure, a folder this call created is
+    removed again.
     """
-    first_new = None
-    for folder in [out_dir, *out_dir.parents]:
-        if folder.exists():
-            break
-        first_new = folder
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
-    try:
+    with atomic_write(out_dir, into=True) as staging:
         for name, data in files.items():
-            written[name] = out_dir / f".{name}.partial-{secrets.token_hex(4)}"
-            written[name].write_bytes(data)
-        for name, temporary in written.items():
-            os.replace(temporary, out_dir / name)
-    except OSError:
-        for temporary in written.values():
-            temporary.unlink(missing_ok=True)
-        if first_new is not None:
-            shutil.rmtree(first_new, ignore_errors=True)
-        raise
+            (staging / name).write_bytes(data)
 
 
 def summary(record: dict) -> str:
@@ -284,7 +263,7 @@ def run_inspection(args: argparse.Namespace) -> dict:
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
     out_dir = Path(args.out)
-    check_output_dir(out_dir)
+    check_out(out_dir)
     model, tokenizer = load_for_inspection(args.model, get_device(args.device))
     config = model.config
     for flag, value, count, what in (
@@ -315,17 +294,14 @@ def run_inspection(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    transformers_logging.disable_progress_bar()
+    quiet_logs()
     try:
         record = run_inspection(args)
-    except (ValueError, OSError, RuntimeError) as error:
-        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # always one line
-        print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)  # as argparse words it
-        return 2
+    except (UsageError, ValueError, OSError, RuntimeError) as error:
+        return report(error)
     print(summary(record))
     print(f"Wrote {', '.join(OUTPUT_FILES)} to {args.out}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -30,17 +30,14 @@ def check_output_dir(path: Path, flag: str) -> None:
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {str(path)!r} is a file, not a folder; choose another {flag}")
     nearest = next((p for p in [path.absolute(), *path.absolute().parents] if p.exists()), None)
-    writable = nearest is not None and nearest.is_dir()
-    if writable:
+    why = None if nearest is not None and nearest.is_dir() else f"{nearest} is not a folder"
+    if why is None:
         try:
             os.rmdir(tempfile.mkdtemp(prefix=".gpt2edu-probe-", dir=nearest))
         except OSError:
-            writable = False
-    if not writable:
-        raise UsageError(
-            f"{flag} {str(path)!r} cannot be created or written ({nearest} is not a writable folder); "
-            f"choose another {flag}"
-        )
+            why = f"{nearest} is not a writable folder"
+    if why is not None:
+        raise UsageError(f"{flag} {str(path)!r} cannot be created or written ({why}); choose another {flag}")
 
 
 def is_full_disk(error: BaseException, folder: Path) -> bool:
@@ -143,10 +140,12 @@ def atomic_write(destination: Path, into: bool = False, full_disk_message: str |
         into: Add the staged files to `destination` instead of making the staging folder `destination`.
         full_disk_message: If given, a full disk becomes UsageError(full_disk_message).
 
-    On any failure the staging folder is removed and `destination` is left as it was.
+    On any failure the staging folder is removed and `destination` is left as it was: the folders this call created
+    for it are removed again (unless something else has been written into them meanwhile).
     """
     destination = Path(destination)
     clean_stale_staging(destination, into)
+    created = [folder for folder in [destination, *destination.parents] if not folder.exists()]  # deepest first
     if into:  # staged inside: the files' renames stay on one file system
         destination.mkdir(parents=True, exist_ok=True)
         staging = new_dir(destination, ".partial")
@@ -161,5 +160,11 @@ def atomic_write(destination: Path, into: bool = False, full_disk_message: str |
             with reporting_full_disk(staging, full_disk_message):
                 yield staging
                 publish(staging, destination, into)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):  # not empty: another writer's folder now, or one published into
+                folder.rmdir()
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful publish

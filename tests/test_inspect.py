@@ -212,3 +212,22 @@ def test_write_outputs_writes_all_files_or_none(tmp_path):
     with pytest.raises(OSError):
         write_outputs(new, {"a.png": b"a", "missing/b.png": b"b"})
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc and /sys")
+@pytest.mark.parametrize("out", ["/proc/gpt2edu-inspect-out", "/sys/gpt2edu-inspect-out/deeper"])
+def test_out_that_cannot_be_created_is_one_line_exit_2(out, folders):
+    """/proc and /sys look like folders, but nothing can be made in them (not even by root): refused before loading."""
+    result = run_command("--model", str(folders["gpt2edu"]), "--prompt", PROMPT, "--out", out)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("inspect_model.py: error: "), result.stderr
+    assert f"--out '{out}' cannot be created or written" in result.stderr
+    assert not os.path.exists(out)
+
+
+def test_write_outputs_leaves_no_staging_behind(tmp_path):
+    out = tmp_path / "out"
+    write_outputs(out, {"a.png": b"a"})
+    with pytest.raises(OSError):
+        write_outputs(out, {"b.png": b"b", "missing/c.png": b"c"})
+    assert sorted(path.name for path in out.iterdir()) == ["a.png"]  # no hidden staging folder either
