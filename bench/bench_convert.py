@@ -88,19 +88,21 @@ def mark(step):
     last[0] = now
 from pathlib import Path
 import convert_checkpoint as cc
+from gpt2edu import convert_outputs as co
+from gpt2edu.files import atomic_write
 mark("import convert_checkpoint (torch, transformers)")
 source = cc.read_source(Path(sys.argv[1]))
 mark("read_source: torch.load (mmap) and rename")
 model = cc.build_model(source, "gpt2edu")
 mark("build_model: meta model, assign tensors")
-card = cc.model_card(source, model, "gpt2edu", "out")
-with cc.atomic_output_dir(sys.argv[2]) as tmp:
+card = co.conversion_model_card(source, model, "gpt2edu", "out")
+with atomic_write(Path(sys.argv[2])) as tmp:
     model.save_pretrained(tmp)
     mark("model.save_pretrained")
-    cc.save_gpt2_tokenizer(tmp)
+    co.save_gpt2_tokenizer(tmp)
     (tmp / "README.md").write_text(card)
     mark("tokenizer: save_gpt2_tokenizer (cached)")
-    cc.verify_loaded_model(tmp, model)
+    co.verify_loaded_model(tmp, model)
     mark("verify_loaded_model: from_pretrained, compare every parameter")
 mark("rename into place")
 print(json.dumps(marks))

@@ -34,8 +34,9 @@ def check_output_dir(path: Path, flag: str) -> None:
     if why is None:
         try:
             os.rmdir(tempfile.mkdtemp(prefix=".gpt2edu-probe-", dir=nearest))
-        except OSError:
-            why = f"{nearest} is not a writable folder"
+        except OSError as error:
+            if error.errno != errno.ENOSPC:  # a full disk is the writer's to report, as "no space left"
+                why = f"{nearest} is not a writable folder"
     if why is not None:
         raise UsageError(f"{flag} {str(path)!r} cannot be created or written ({why}); choose another {flag}")
 
@@ -132,13 +133,16 @@ def publish(staging: Path, destination: Path, into: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(destination: Path, into: bool = False, full_disk_message: str | None = None):
+def atomic_write(destination: Path, into: bool = False, full_disk_message: str | None = None, file: bool = False):
     """Yield an empty staging folder beside `destination`; publish it there only if the block succeeds.
 
     Args:
         destination: The folder to write (see `publish` for `into`). With `into`, it is created if missing.
         into: Add the staged files to `destination` instead of making the staging folder `destination`.
         full_disk_message: If given, a full disk becomes UsageError(full_disk_message).
+        file: `destination` names a file, not a folder (and not with `into`): the block writes it, with any companion
+            files (a .pth and its .config.json), into the staging folder `.NAME.partial-*` beside it, and each file is
+            then moved into `destination`'s folder, replacing one of the same name.
 
     On any failure the staging folder is removed and `destination` is left as it was: the folders this call created
     for it are removed again (unless something else has been written into them meanwhile).
@@ -152,14 +156,15 @@ def atomic_write(destination: Path, into: bool = False, full_disk_message: str |
     else:
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging = new_dir(destination.parent, f".{destination.name}.partial")
+    target, add = (destination.parent, True) if file else (destination, into)
     try:
         if full_disk_message is None:
             yield staging
-            publish(staging, destination, into)
+            publish(staging, target, add)
         else:
             with reporting_full_disk(staging, full_disk_message):
                 yield staging
-                publish(staging, destination, into)
+                publish(staging, target, add)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for folder in created:

@@ -15,7 +15,7 @@ import torch
 from conftest import ROOT
 from seed_reference import SeedConfig, seed_model
 
-import convert_checkpoint
+import gpt2edu.convert_outputs
 from convert_checkpoint import main
 
 
@@ -112,7 +112,8 @@ def test_ctrl_c_while_writing_leaves_nothing_half_written(tmp_path, capsys, monk
     if force:
         assert main([str(src), str(tmp_path / "out"), "--n-heads", "4"]) == 0
         before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
-    monkeypatch.setattr(convert_checkpoint, "save_gpt2_tokenizer", interrupt)  # Ctrl-C in the middle of the writing
+    # Ctrl-C in the middle of the writing
+    monkeypatch.setattr(gpt2edu.convert_outputs, "save_gpt2_tokenizer", interrupt)
     capsys.readouterr()
     args = [str(src), str(tmp_path / "out"), "--n-heads", "4"] + (["--force"] if force else [])
     assert main(args) == 130

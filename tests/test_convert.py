@@ -7,6 +7,7 @@ conversion passes only if the converted model computes what the seed's model com
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,24 +16,33 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import ROOT, tiny_config
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, ModelCard
 from safetensors import safe_open
 from seed_reference import SeedConfig, config_module, generate_text_simple, seed_model
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import convert_checkpoint
+import gpt2edu.convert_outputs
+import gpt2edu.hub
 from convert_checkpoint import (
-    atomic_output_dir,
     gpt2_to_gpt2edu_state_dict,
     main,
     normalize_gpt2_keys,
     seed_to_gpt2edu_state_dict,
     strip_wrapper_prefixes,
 )
+from gpt2edu.files import atomic_write
 from modeling_gpt2edu import GPT2EduForCausalLM
 
 SEED_FORMS = ["bare", "dict_config", "dataclass_config", "prefixed"]
-PROJECT_MODULES = ["modeling_gpt2edu", "configuration_gpt2edu", "tokenization_gpt2edu", "convert_checkpoint"]
+# What a Hub user does not have: the project's modules and its gpt2edu/ package.
+PROJECT_MODULES = [
+    "modeling_gpt2edu",
+    "configuration_gpt2edu",
+    "tokenization_gpt2edu",
+    "convert_checkpoint",
+    "gpt2edu",
+]
 
 
 def save_seed_checkpoint(path: Path, model, form: str, monkeypatch) -> Path:
@@ -218,7 +228,7 @@ def test_openai_hub_layout_reads_like_save_pretrained_layout():
 
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch) -> SimpleNamespace:
-    """Replace the Hub's network edge with a folder: create_repo makes a folder, create_commit writes the files."""
+    """Replace the Hub's network edge with a folder: create_repo makes a folder, upload_folder copies the files."""
     hub = tmp_path / "hub"
     created = []
 
@@ -228,12 +238,12 @@ def fake_hub(tmp_path, monkeypatch) -> SimpleNamespace:
             created.append((repo_id, private))
             return f"https://huggingface.co/{repo_id}"
 
-        def create_commit(self, repo_id, operations, *, commit_message, **kwargs):
-            for operation in operations:
-                with operation.as_file() as file:
-                    (hub / repo_id / operation.path_in_repo).write_bytes(file.read())
+        def upload_folder(self, *, repo_id, folder_path, **kwargs):
+            # The Hub refuses a README.md whose metadata does not parse; here, too.
+            ModelCard((Path(folder_path) / "README.md").read_text())
+            shutil.copytree(folder_path, hub / repo_id, dirs_exist_ok=True)
 
-    monkeypatch.setattr(convert_checkpoint, "HfApi", LocalHubApi)
+    monkeypatch.setattr(gpt2edu.hub, "HfApi", LocalHubApi)
     return SimpleNamespace(root=hub, created=created)
 
 
@@ -282,7 +292,7 @@ def test_failed_push_is_one_line_and_leaves_the_folder(tmp_path, monkeypatch, ca
         def create_repo(self, *args, **kwargs):
             raise ConnectionError("Connection refused\nmore detail")
 
-    monkeypatch.setattr(convert_checkpoint, "HfApi", UnreachableHubApi)
+    monkeypatch.setattr(gpt2edu.hub, "HfApi", UnreachableHubApi)
     src = save_seed_checkpoint(tmp_path / "gpt2_model.pth", reference_model(), "dict_config", monkeypatch)
     assert convert(src, tmp_path / "out", "--push-to-hub", "someone/model") == 2
     assert "Connection refused" in one_error_line(capsys)
@@ -420,9 +430,9 @@ def test_force_refuses_to_delete_the_source(tmp_path, monkeypatch):
     assert error.value.code == 2 and src.is_file()
 
 
-def test_atomic_output_dir_leaves_nothing_behind_on_failure(tmp_path):
+def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
-        with atomic_output_dir(tmp_path / "out") as partial:
+        with atomic_write(tmp_path / "out") as partial:
             (partial / "model.safetensors").write_bytes(b"half")
             raise RuntimeError("disk full")
     assert list(tmp_path.iterdir()) == []
@@ -430,7 +440,7 @@ def test_atomic_output_dir_leaves_nothing_behind_on_failure(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "config.json").write_text("{}")
     with pytest.raises(RuntimeError):
-        with atomic_output_dir(tmp_path / "out", force=True) as partial:
+        with atomic_write(tmp_path / "out") as partial:
             raise RuntimeError("interrupted")
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "config.json").is_file()
 
@@ -507,7 +517,7 @@ def test_half_precision_state_dicts_convert_as_they_are(tmp_path, dtype):
 def test_verification_refuses_a_folder_that_would_load_differently(tmp_path, monkeypatch, capsys):
     """The old behaviour: the tie undetected and the shared tensors written once, so the head loads freshly made."""
     monkeypatch.setattr(convert_checkpoint, "seed_head_is_embedding", lambda state_dict: False)
-    monkeypatch.setattr(convert_checkpoint, "own_memory", lambda state_dict: state_dict)
+    monkeypatch.setattr(gpt2edu.convert_outputs, "own_memory", lambda state_dict: state_dict)
     torch.save(tie_head(seed_model(), copy=False).state_dict(), tmp_path / "model.pth")
     assert convert(tmp_path / "model.pth", tmp_path / "out", "--n-heads", 4) == 2
     assert "verification failed" in one_error_line(capsys)

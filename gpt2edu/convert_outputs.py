@@ -1,0 +1,226 @@
+"""Writing what convert_checkpoint.py converts, and verifying it: model folders, seed .pth files, the Hub.
+
+Every output is written into a staging folder beside OUT (`gpt2edu.files.atomic_write`), checked there as a user will
+get it, and only then moved into place: a folder is loaded with `AutoModelForCausalLM.from_pretrained` and every
+parameter compared bit for bit with the source; a seed .pth is read back with `torch.load`. A failed, interrupted or
+disk-full conversion leaves OUT as it was.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from configuration_gpt2edu import GPT2EduConfig
+from tokenization_gpt2edu import save_gpt2_tokenizer
+
+from .cli import first_line, quiet_transformers
+from .convert_sources import Source, describe_key_mismatch, load_checkpoint_file, seed_config_file
+from .files import atomic_write, check_output_dir, clean_stale_staging
+from .hub import model_card, push_to_hub
+
+# --- where to write ------------------------------------------------------------------------------------------------
+
+
+def check_output_folder(out_dir: Path, force: bool) -> None:
+    """Refuse to write a folder where it would destroy something not asked to replace, or where it cannot be made.
+
+    What a killed run left beside OUT is cleared first (a model it had set aside is moved back, and then counts).
+
+    Raises:
+        ValueError: If `out_dir` is a file, or a non-empty folder and `force` is not set.
+        UsageError: If `out_dir` cannot be created or written (under /proc, on a read-only disk).
+    """
+    clean_stale_staging(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ValueError(f"{out_dir} exists and is not empty; pass --force to replace it")
+    check_output_dir(out_dir, "OUT")
+
+
+def check_output_file(out_file: Path, force: bool) -> None:
+    """Refuse to write the seed checkpoint `out_file` (and its config) over something not asked to replace.
+
+    Raises:
+        ValueError: If OUT or OUT's .config.json is a folder, or exists and `force` is not set.
+        UsageError: If `out_file`'s folder cannot be created or written.
+    """
+    clean_stale_staging(out_file)
+    for path in (out_file, seed_config_file(out_file)):
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; a seed checkpoint is written as a .pth file")
+        if path.exists() and not force:
+            raise ValueError(f"{path} exists; pass --force to replace it")
+    check_output_dir(out_file.parent if out_file.exists() else out_file, "OUT")
+
+
+def full_disk_message(out: Path) -> str:
+    return (
+        f"no space left on the device while writing {out}; nothing was written (an earlier folder there is "
+        "untouched): free some space and run again"
+    )
+
+
+# --- verifying -----------------------------------------------------------------------------------------------------
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors have the same dtype, shape and bytes (unlike ==, this holds for NaNs too)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    # speed: compare as integers of the element's width (int32 for float32): a quarter of the comparisons of bytes.
+    as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}.get(a.element_size(), torch.uint8)
+    return torch.equal(a.reshape(-1).view(as_int), b.reshape(-1).view(as_int))
+
+
+def compare_parameters(loaded: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str) -> int:
+    """Check that `loaded` holds exactly `expected`'s tensors, bit for bit; return how many were compared.
+
+    Raises:
+        RuntimeError: Naming the first tensor that is missing, extra or different.
+    """
+    missing, extra = sorted(expected.keys() - loaded.keys()), sorted(loaded.keys() - expected.keys())
+    if missing or extra:
+        raise RuntimeError(f"verification failed: {where} loads with {describe_key_mismatch(missing, extra)}")
+    for name, tensor in expected.items():
+        if not same_bits(loaded[name], tensor):
+            raise RuntimeError(f"verification failed: {name} as loaded from {where} differs from its source")
+    return len(expected)
+
+
+def verify_loaded_model(folder: Path, model: PreTrainedModel) -> int:
+    """Load `folder` as a user will (`AutoModelForCausalLM.from_pretrained`) and compare every parameter with `model`.
+
+    Tied parameters are compared under each of their names, so a head that would load untied (and be freshly
+    initialised) fails here. Returns the number of tensors compared.
+    """
+    with quiet_transformers():
+        loaded, info = AutoModelForCausalLM.from_pretrained(folder, dtype=model.dtype, output_loading_info=True)
+    problems = {kind: keys for kind, keys in info.items() if keys and kind != "error_msgs"}
+    if problems:
+        kind, keys = next(iter(problems.items()))
+        raise RuntimeError(
+            f"verification failed: loading {folder} reports {kind.replace('_', ' ')} {sorted(keys)[:4]}"
+        )
+    expected = dict(model.state_dict())
+    count = compare_parameters(dict(loaded.state_dict()), expected, str(folder))
+    del loaded
+    return count
+
+
+# --- writing -------------------------------------------------------------------------------------------------------
+
+
+def own_memory(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Give every tensor contiguous memory of its own, as safetensors needs; the same tensor twice (a tie) stays one.
+
+    Checkpoints may hold views: the book's safetensors loader leaves W_query, W_key and W_value as transposed chunks of
+    one fused matrix. Such tensors are copied; a tensor that is already alone in its memory is kept as it is.
+    """
+    owners: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, tensor in state_dict.items():
+        storage = tensor.untyped_storage()
+        alone = (
+            tensor.is_contiguous()
+            and tensor.storage_offset() == 0
+            and storage.nbytes() == tensor.numel() * tensor.element_size()
+        )
+        owner = owners.setdefault(storage.data_ptr(), tensor)
+        out[name] = tensor if alone and owner is tensor else tensor.clone(memory_format=torch.contiguous_format)
+    return out
+
+
+def write_model_files(folder: Path, model: PreTrainedModel, tokenizer=None, card: str | None = None) -> None:
+    """Write what a model folder holds into `folder`.
+
+    config.json, model.safetensors and generation_config.json (save_pretrained, which also copies the two code files
+    of a gpt2edu model, as config.json's auto_map points at them), the tokenizer's files (GPT-2's when `tokenizer` is
+    None) and the README.md model card when `card` is given.
+    """
+    model.save_pretrained(folder)
+    if tokenizer is None:
+        save_gpt2_tokenizer(folder)
+    else:
+        tokenizer.save_pretrained(folder)
+    if card is not None:
+        (folder / "README.md").write_text(card)
+
+
+def save_model_folder(
+    model: PreTrainedModel, out_dir: str | Path, tokenizer=None, model_card: str | None = None, force: bool = False
+) -> int:
+    """Write a complete, verified model folder, atomically (see `write_model_files` for what it holds).
+
+    Args:
+        model: The model to save.
+        out_dir: The folder to create.
+        tokenizer: The tokenizer to save with it; GPT-2's when None.
+        model_card: Text of README.md; none is written when None.
+        force: Replace an existing non-empty `out_dir`.
+
+    Returns:
+        The number of tensors of the model loaded back from the folder, each verified to equal the source's.
+
+    Raises:
+        ValueError, UsageError: For an OUT that `check_output_folder` refuses, and (UsageError) for a full disk.
+        RuntimeError: If the folder would not load as `model`.
+    """
+    out_dir = Path(out_dir)
+    check_output_folder(out_dir, force)
+    with atomic_write(out_dir, full_disk_message=full_disk_message(out_dir)) as staging:
+        write_model_files(staging, model, tokenizer, model_card)
+        return verify_loaded_model(staging, model)
+
+
+def write_seed_file(path: Path, state_dict: dict[str, torch.Tensor], fields: dict, where: str) -> int:
+    """Write a seed checkpoint: `path` (a bare state dict, torch.save) and its config fields in PATH.config.json.
+
+    `where` names the file in a verification error: the place it is written for, not the staging folder.
+
+    Returns:
+        The number of tensors in the file, each read back with `torch.load` and verified to equal `state_dict`'s (what
+        the book's `load_state_dict(strict=True)` gets).
+    """
+    torch.save(state_dict, path)
+    seed_config_file(path).write_text(json.dumps(fields, indent=2) + "\n")
+    return compare_parameters(load_checkpoint_file(path), state_dict, where)
+
+
+# --- describing and publishing -------------------------------------------------------------------------------------
+
+
+def describe_model(config: GPT2EduConfig, n_params: int, dtype: torch.dtype) -> str:
+    """'124.4M parameters: 12 layers, emb_dim 768, ...' in one line."""
+    size = f"{n_params / 1e6:.1f}M" if n_params >= 1e6 else f"{n_params:,}"
+    return (
+        f"{size} parameters: {config.n_layers} layers, emb_dim {config.emb_dim}, {config.n_heads} "
+        f"heads, context {config.context_length}, vocabulary {config.vocab_size}, "
+        f"{'tied' if config.tie_word_embeddings else 'untied'} output head, {str(dtype).removeprefix('torch.')}"
+    )
+
+
+def conversion_model_card(source: Source, model: PreTrainedModel, to: str, repo_id: str) -> str:
+    """The README.md of a converted folder: size, provenance and how to load it (`gpt2edu.hub.model_card`)."""
+    summary = describe_model(source.config, sum(p.numel() for p in model.parameters()), model.dtype)
+    description = f"""A GPT-2 language model, {summary}.
+
+## Provenance
+
+Converted by gpt2edu's `convert_checkpoint.py` from the {source.description}, to the {to} layout. After writing,
+every tensor was read back and checked to equal its source bit for bit."""
+    return model_card(repo_id, description, remote_code=to == "gpt2edu")
+
+
+def push_folder(folder: Path, repo_id: str, private: bool = False) -> str:
+    """Upload a written folder to the Hub (`gpt2edu.hub.push_to_hub`); return the repo's URL.
+
+    Raises:
+        OSError: Naming the first line of whatever went wrong (HTTP, connection, authentication); the folder stays.
+    """
+    try:
+        return push_to_hub(folder, repo_id, private, message="Upload model from convert_checkpoint.py")
+    except Exception as error:  # network edge: HTTP, connection and auth failures come in many types
+        raise OSError(f"push to {repo_id} failed ({first_line(error)}); {folder} is complete") from error
