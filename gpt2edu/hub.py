@@ -46,9 +46,20 @@ tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
     return str(ModelCard(text))
 
 
-def push_to_hub(folder: Path, repo_id: str, private: bool = False, message: str = "Upload model") -> str:
-    """Upload every file of `folder` to the Hub model repo `repo_id` in one commit; return the repo's URL."""
+def push_to_hub(
+    folder: Path,
+    repo_id: str,
+    private: bool = False,
+    message: str = "Upload model",
+    ignore_patterns: list[str] | None = None,
+) -> str:
+    """Upload every file of `folder` to the Hub model repo `repo_id` in one commit; return the repo's URL.
+
+    `ignore_patterns` (upload_folder's) leaves matching paths out, e.g. ["*/*"] for the files of subfolders.
+    """
     api = HfApi()
     url = api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message)
+    api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), commit_message=message, ignore_patterns=ignore_patterns
+    )
     return str(url)
