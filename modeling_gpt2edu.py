@@ -273,17 +273,11 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
             `BaseModelOutputWithPast` with `last_hidden_state` (batch, seq, emb_dim), the `cache`, and the
             `hidden_states` and `attentions` when asked for.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        if cache is not None and not isinstance(cache, Cache):
-            raise TypeError(f"cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}.")
+        check_forward_arguments(self.config, input_ids, inputs_embeds, cache, output_hidden_states, kwargs)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states = output_hidden_states or (
+            output_hidden_states is None and self.config.output_hidden_states
         )
-        if not isinstance(output_hidden_states, bool):
-            raise ValueError("output_hidden_states must be True or False; to keep some layers, index the tuple.")
-        check_model_kwargs(self.config, kwargs)
         if inputs_embeds is None:
             inputs_embeds = self.tok_emb(input_ids)
         batch, seq_len, _ = inputs_embeds.shape
@@ -293,22 +287,17 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
             cache = DynamicCache(config=self.config)  # HF: the library's cache; each layer fills its own slot
         past_length = cache.get_seq_length() if cache is not None else 0
 
-        if position_ids is None and "cu_seq_lens_q" in kwargs:
-            position_ids = positions_of_packed_sequences(kwargs["cu_seq_lens_q"], seq_len)
+        # The longest sequence is the row, unless the caller says where positions restart (HF: packed documents).
+        longest = past_length + seq_len if position_ids is None and "cu_seq_lens_q" not in kwargs else None
         if position_ids is None:
             if attention_mask is not None and attention_mask.dim() == 2:
                 # Left padding: count positions from each sequence's first real token, as if it were alone.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
-            else:
+            elif "cu_seq_lens_q" in kwargs:  # HF: documents packed into one row, given by their lengths
+                position_ids = positions_of_packed_sequences(kwargs["cu_seq_lens_q"], seq_len)
+            else:  # 0, 1, 2, ... after the tokens already in the cache
                 position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_length)[None]
-            last_position = past_length + seq_len - 1
-        else:  # given: documents packed into one row restart at 0, so the row may be longer than the context
-            last_position = int(position_ids.max()) if not torch.compiler.is_compiling() else 0
-        if isinstance(last_position, int) and last_position >= self.config.context_length:
-            raise ValueError(
-                f"Sequence of {last_position + 1} tokens is longer than context_length "
-                f"({self.config.context_length}); crop the input to its last {self.config.context_length} tokens."
-            )
+        check_context(self.config, position_ids, longest)
 
         hidden_states = self.drop_emb(inputs_embeds + self.pos_emb(position_ids))  # (batch, seq, emb_dim)
         # HF: the causal triangle (query i sees keys up to i), minus padding, in the form the attention kernel
@@ -515,6 +504,42 @@ LOSS_KWARGS = ("num_items_in_batch", "ignore_index", "shift_labels")
 # lengths `cu_seq_lens_q/k` and `max_length_q/k` among them); they travel down to the attention function.
 MODEL_KWARGS = set(TransformersKwargs.__annotations__) - {"output_attentions", "output_hidden_states", "position_ids"}
 BUILT_IN_ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
+
+
+def check_forward_arguments(config, input_ids, inputs_embeds, cache, output_hidden_states, kwargs: dict) -> None:
+    """Refuse arguments the model would misread or silently ignore (a misspelt one among them).
+
+    `TransformersKwargs` are accepted; so is anything else when the attention function is not one of transformers'
+    own (a serving engine registers its own in `AttentionInterface`, with arguments of its own, like vLLM's
+    `attention_instances`).
+
+    Raises:
+        TypeError: For unknown arguments, or a cache that is not a transformers `Cache`.
+        ValueError: For arguments that contradict each other, or that GPT-2 cannot honour (`is_causal=False`,
+            `output_router_logits=True`).
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+    if cache is not None and not isinstance(cache, Cache):
+        raise TypeError(f"cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}.")
+    if output_hidden_states is not None and not isinstance(output_hidden_states, bool):
+        raise ValueError("output_hidden_states must be True or False; to keep some layers, index the tuple.")
+    check_model_kwargs(config, kwargs)
+
+
+def check_context(config: GPT2EduConfig, position_ids: torch.Tensor, longest: int | None) -> None:
+    """Refuse a sequence longer than the learned positions.
+
+    `longest` is None where the caller gave the positions (documents packed into one row restart at 0, so the row may
+    be longer than the context): then the positions themselves are read.
+    """
+    if longest is None and not torch.compiler.is_compiling():  # compiled, the read-back would break the graph
+        longest = int(position_ids.max()) + 1
+    if isinstance(longest, int) and longest > config.context_length:
+        raise ValueError(
+            f"Sequence of {longest} tokens is longer than context_length ({config.context_length}); crop the input to "
+            f"its last {config.context_length} tokens."
+        )
 
 
 def check_model_kwargs(config: GPT2EduConfig, kwargs: dict) -> None:
