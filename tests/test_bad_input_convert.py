@@ -193,3 +193,43 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     assert set(modes.values()) == {0o666 & ~umask}, modes
     assert main([str(tmp_path / "out"), str(tmp_path / "back.pth")]) == 0
     assert (tmp_path / "back.pth").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def fill_leaving(disk: Path, free_bytes: int) -> None:
+    """Fill `disk` with a file, leaving about `free_bytes` free."""
+    (disk / "filler").write_bytes(b"\0" * (shutil.disk_usage(disk).free - free_bytes))
+
+
+def test_disk_full_while_writing_model_safetensors_is_one_line(tmp_path, small_disk):
+    """Room for the staging folder and config.json, not for the weights (about 130 kB): safetensors' own error."""
+    fill_leaving(small_disk, 64 * 1024)
+    result = run_cli(write_seed(tmp_path), small_disk / "out", "--n-heads", 4)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convert_checkpoint.py: error: no space left"), lines
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def test_disk_full_while_writing_a_seed_checkpoint_is_one_line(tmp_path, small_disk):
+    """torch.save's full disk ("file write failed"), for OUT.pth and its config: one line, nothing left."""
+    assert main([str(write_seed(tmp_path)), str(tmp_path / "hf"), "--n-heads", "4"]) == 0
+    fill_leaving(small_disk, 64 * 1024)
+    result = run_cli(tmp_path / "hf", small_disk / "back.pth")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convert_checkpoint.py: error: no space left"), lines
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+@pytest.mark.parametrize(
+    "out", ["/proc/gpt2edu-out", "/sys/gpt2edu-out", "/proc/no-such/gpt2edu-out", "/proc/back.pth"]
+)
+def test_an_out_that_cannot_be_created_is_one_line_before_any_work(tmp_path, capsys, out):
+    if not Path(out).parents[-2].is_dir():
+        pytest.skip(f"no {Path(out).parents[-2]} here")
+    assert main([str(write_seed(tmp_path)), out, "--n-heads", "4"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "cannot be created or written" in lines[0] and out in lines[0], lines
+    assert captured.out == ""  # refused before the source was read
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth"]
