@@ -1,5 +1,6 @@
 """run_inference.py: the library function, the command line, and its bad inputs."""
 
+import ast
 import logging
 import os
 import subprocess
@@ -99,3 +100,17 @@ def test_bad_input_is_one_clear_line_and_exit_2(saved_model, tmp_path, capsys, a
     assert message in captured.err
     assert ": error: " in captured.err.strip().splitlines()[-1]
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+PROGRAMS = {"run_inference", "inspect_model", "train_accelerate", "convert_checkpoint"}
+
+
+@pytest.mark.parametrize("source", ["run_inference.py", "inspect_model.py", "gpt2edu/loading.py"])
+def test_no_program_imports_another_program(source):
+    """The programs share code through the gpt2edu/ package only; run_inference keeps its library names."""
+    tree = ast.parse((ROOT / source).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {name.split(".")[0] for name in imported} & PROGRAMS
+    for name in ("get_device", "load_checked_model", "load_model_and_tokenizer", "generate_response_from_prompt"):
+        assert callable(getattr(run_inference, name))
