@@ -289,3 +289,21 @@ def test_a_full_disk_while_saving_the_model_keeps_the_previous_model(tmp_path, c
     assert_one_line_error(code, lines, "no space left on device while saving the model")
     assert snapshot(out)["model.safetensors"] == before["model.safetensors"]
     assert not list(out.glob(".final-*"))
+
+
+# --- output folders that cannot be created ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir() or not Path("/sys/kernel").is_dir(), reason="Linux /proc, /sys")
+@pytest.mark.parametrize("output_dir", ["/proc/gpt2edu-out", "/proc/gpt2edu-out/deeper", "/sys/x"])
+def test_an_output_dir_under_proc_or_sys_is_one_line_and_nothing_written(capsys, output_dir):
+    code, lines = run_main([*TINY, "--max_train_steps", "3", "--output_dir", output_dir], capsys)
+    assert_one_line_error(code, lines, f"--output_dir {output_dir!r} cannot be created or written")
+    assert not os.path.exists(output_dir)
+
+
+def test_an_output_dir_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a short path: the whole message fits its line
+    code, lines = run_main([*TINY, "--max_train_steps", "3", "--output_dir", "x" * 300], capsys)
+    assert_one_line_error(code, lines, "cannot be created or written (File name too long)")
+    assert list(tmp_path.iterdir()) == []

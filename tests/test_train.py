@@ -1,5 +1,7 @@
 """train_accelerate.py: training that learns, folders that load, and resumes that lose nothing."""
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -13,9 +15,14 @@ import psutil
 import pytest
 import torch
 from conftest import ROOT, SHARED
+from huggingface_hub.utils import filter_repo_objects
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 import train_accelerate
+from configuration_gpt2edu import GPT2EduConfig
+from gpt2edu import train_args
+from gpt2edu.cli import UsageError
 from modeling_gpt2edu import GPT2EduForCausalLM
 
 SCRIPT = str(ROOT / "train_accelerate.py")
@@ -371,3 +378,77 @@ def test_a_checkpoint_of_another_shape_is_refused(tmp_path, capsys, uninterrupte
     assert code == 2
     assert "is from a different model" in err and "(32,) there and (64,) here" in err
     assert not (tmp_path / "out").exists()
+
+
+# --- the saved tokenizer, the model card and the push -------------------------------------------------------------
+
+
+class FakeHubApi:
+    """huggingface_hub's HfApi at the network edge: records the files upload_folder would send (by the library's own
+    pattern filter) instead of sending them."""
+
+    uploads: dict[str, list[str]] = {}
+
+    def create_repo(self, repo_id: str, private: bool = False, exist_ok: bool = False) -> str:
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id, folder_path, commit_message=None, ignore_patterns=None, **kwargs) -> None:
+        paths = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+        self.uploads[repo_id] = sorted(filter_repo_objects(paths, ignore_patterns=ignore_patterns))
+
+
+def main_in_process(args: list[str]) -> str:
+    """train_accelerate.main in this process (so that the Hub can be faked); returns what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert train_accelerate.main(args) == 0
+    return printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory):
+    """A 2-step run with a checkpoint at each step, pushed to a fake Hub: (output folder, printed, files uploaded)."""
+    out = tmp_path_factory.mktemp("pushed") / "out"
+    args = [*TINY, "--max_train_steps", "2", "--checkpointing_steps", "1", "--output_dir", str(out)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("gpt2edu.hub.HfApi", FakeHubApi)
+        printed = main_in_process([*args, "--push_to_hub", "--hub_model_id", "someone/tiny"])
+    return out, printed, FakeHubApi.uploads.get("someone/tiny")
+
+
+def test_the_saved_tokenizer_takes_as_many_tokens_as_the_model(pushed):
+    out, _, _ = pushed
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 32  # TINY's context_length
+    assert AutoTokenizer.from_pretrained(out).model_max_length == 32
+
+
+def test_push_to_hub_uploads_the_model_folder_but_not_its_checkpoints(pushed):
+    out, printed, uploaded = pushed
+    assert "Pushed to https://huggingface.co/someone/tiny" in printed
+    assert sorted(p.name for p in out.glob("step_*")) == ["step_1", "step_2"]
+    assert uploaded is not None and not [path for path in uploaded if "/" in path]
+    expected = {"model.safetensors", "config.json", "tokenizer.json", "README.md", "training_log.jsonl", "loss.png"}
+    assert expected <= set(uploaded)
+    card = (out / "README.md").read_text()
+    assert 'from_pretrained("someone/tiny", trust_remote_code=True)' in card
+    assert "trained from scratch on the gpt2edu default corpus" in card and "2 steps, 256 tokens" in card
+
+
+def test_config_overrides_take_the_types_of_the_configs_defaults():
+    config = train_args.new_model_config(" emb_dim=64, n_heads = 2,,qkv_bias=true,drop_rate=0,tie_word_embeddings=1,")
+    assert (config.emb_dim, config.n_heads, config.qkv_bias, config.tie_word_embeddings) == (64, 2, True, True)
+    assert config.drop_rate == 0.0 and isinstance(config.drop_rate, float)
+    assert config.n_layers == 12 and config.context_length == 1024  # the rest is GPT-2 124M's
+    assert train_args.new_model_config("").to_dict() == GPT2EduConfig().to_dict()
+    refused = {
+        "model_type=llama": "unknown or malformed 'model_type=llama'",  # an attribute, but not a setting of the model
+        "output_attentions=true": "unknown or malformed 'output_attentions=true'",
+        "emb_dim": "unknown or malformed 'emb_dim'",
+        "emb_dim=3.5": "emb_dim='3.5' is not a valid int",
+        "qkv_bias=maybe": "qkv_bias='maybe' is not a valid bool",
+        "n_heads=5": "emb_dim (768) must be divisible by n_heads (5)",
+    }
+    for overrides, message in refused.items():
+        with pytest.raises(UsageError) as error:
+            train_args.new_model_config(overrides)
+        assert message in str(error.value) and str(error.value).startswith("--config_overrides: ")
