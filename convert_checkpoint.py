@@ -27,21 +27,17 @@ from gpt2edu import convert_outputs as outputs
 from gpt2edu import convert_sources as sources
 from gpt2edu.cli import EXIT_INTERRUPTED, EXIT_OK, UsageError, quiet_logs, report
 from gpt2edu.convert_sources import Source
-from gpt2edu.files import (
-    atomic_write,
-    ordinary_permissions,  # noqa: F401  (train_accelerate imports it from here, for now)
-)
-from gpt2edu.hub import push_to_hub  # noqa: F401  (train_accelerate imports it from here, for now)
+from gpt2edu.files import atomic_write
 from gpt2edu.loading import looks_like_hub_id
 from modeling_gpt2edu import GPT2EduForCausalLM
 
 PROG = "convert_checkpoint.py"
+StateDict = dict[str, torch.Tensor]
 
 # --- the name tables: seed <-> gpt2edu <-> transformers' GPT-2 ----------------------------------------------------
 
-# The model's top. gpt2edu keeps the seed's names; its body sits under `model.`, as in every transformers
-# *ForCausalLM, while the output head stays on top.
-#   seed name           gpt2edu name               GPT-2 name
+# The model's top: seed name -> (gpt2edu name, GPT-2 name). gpt2edu keeps the seed's names; its body sits under
+# `model.`, as in every transformers *ForCausalLM, while the output head stays on top.
 TOP_NAMES = {
     "tok_emb.weight": ("model.tok_emb.weight", "transformer.wte.weight"),
     "pos_emb.weight": ("model.pos_emb.weight", "transformer.wpe.weight"),
@@ -103,9 +99,7 @@ def gpt2_rename_table(n_layers: int) -> dict[str, str]:
 # --- pure maps: state dicts ----------------------------------------------------------------------------------------
 
 
-def seed_to_gpt2edu_state_dict(
-    state_dict: dict[str, torch.Tensor], n_layers: int, qkv_bias: bool
-) -> dict[str, torch.Tensor]:
+def seed_to_gpt2edu_state_dict(state_dict: StateDict, n_layers: int, qkv_bias: bool) -> StateDict:
     """Rename a seed state dict (prefixes already stripped) into gpt2edu's layout, dropping the causal-mask buffers.
 
     The tensors are not copied: the result holds the very same tensors under their new names. A state dict without
@@ -118,7 +112,7 @@ def seed_to_gpt2edu_state_dict(
     return out
 
 
-def gpt2edu_to_seed_state_dict(state_dict: dict[str, torch.Tensor], config: GPT2EduConfig) -> dict[str, torch.Tensor]:
+def gpt2edu_to_seed_state_dict(state_dict: StateDict, config: GPT2EduConfig) -> StateDict:
     """gpt2edu's layout back to the seed's: its names, a head of its own, and each block's `att.mask` buffer.
 
     The seed's `GPTModel` registers the causal mask (1 above the diagonal) as a buffer, which its `state_dict()`
@@ -138,7 +132,7 @@ def gpt2edu_to_seed_state_dict(state_dict: dict[str, torch.Tensor], config: GPT2
     return out
 
 
-def gpt2_to_gpt2edu_state_dict(state_dict: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
+def gpt2_to_gpt2edu_state_dict(state_dict: StateDict, n_layers: int) -> StateDict:
     """Rename and reshape a transformers GPT2LMHeadModel state dict into gpt2edu's layout."""
     out = {}
     for ours, gpt2 in gpt2_rename_table(n_layers).items():
@@ -155,7 +149,7 @@ def gpt2_to_gpt2edu_state_dict(state_dict: dict[str, torch.Tensor], n_layers: in
     return out
 
 
-def gpt2edu_to_gpt2_state_dict(state_dict: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
+def gpt2edu_to_gpt2_state_dict(state_dict: StateDict, n_layers: int) -> StateDict:
     """Rename and reshape a gpt2edu state dict into transformers GPT2LMHeadModel's layout (zero qkv bias if absent)."""
     out, thirds = {}, {}
     for ours, gpt2 in gpt2_rename_table(n_layers).items():
@@ -175,7 +169,7 @@ def gpt2edu_to_gpt2_state_dict(state_dict: dict[str, torch.Tensor], n_layers: in
     return out
 
 
-def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def strip_wrapper_prefixes(state_dict: StateDict) -> StateDict:
     """Remove torch.compile's `_orig_mod.` and DDP's `module.` from the front of every key (in any nesting)."""
     out = {}
     for key, tensor in state_dict.items():
@@ -188,7 +182,7 @@ def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
     return out
 
 
-def normalize_gpt2_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def normalize_gpt2_keys(state_dict: StateDict) -> StateDict:
     """Give a GPT-2 state dict GPT2LMHeadModel's key names: drop old mask buffers, add `transformer.` where missing.
 
     OpenAI's weights on the Hub were saved from the bare GPT2Model, whose keys lack the `transformer.` prefix.
@@ -201,7 +195,7 @@ def normalize_gpt2_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
-def seed_head_is_embedding(state_dict: dict[str, torch.Tensor]) -> bool:
+def seed_head_is_embedding(state_dict: StateDict) -> bool:
     """Whether a seed state dict's output head is its token embedding: absent, the same memory, or equal bits.
 
     The book ties the head for OpenAI's weights (`model.out_head.weight = model.tok_emb.weight`); torch.save keeps the
