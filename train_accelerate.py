@@ -13,7 +13,6 @@ safe (train_guards.py: the output folder, stop signals, divergence, a full disk)
 progress, training_log.jsonl, MFU, loss.png, the model card).
 """
 
-import itertools
 import math
 import os
 import sys
@@ -147,10 +146,10 @@ def run(args, raw=None, documents: bool = True, config: GPT2EduConfig | None = N
     tokenizer = gpt2_tokenizer()
     tokenizer.model_max_length = model.config.context_length  # saved with the model: the longest input it reads
     train_args.check_model_fits(args, model, tokenizer)  # --block_size, the vocabulary, --sample_prompt
-    checkpoint = (
-        checkpoints.find(args.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
-    )
-    resumed_state = checkpoints.check(checkpoint, model, accelerator) if checkpoint else None
+    checkpoint = resumed_state = None
+    if args.resume_from_checkpoint:  # checked before any data is read, restored once everything is prepared
+        checkpoint = checkpoints.find(args.output_dir, args.resume_from_checkpoint)
+        resumed_state = checkpoints.check(checkpoint, model, accelerator)
 
     train_dataset, train_dataloader, eval_dataloader = build_dataloaders(args, accelerator, raw, documents)
     optimizer = build_optimizer(model, args)
@@ -170,7 +169,7 @@ def run(args, raw=None, documents: bool = True, config: GPT2EduConfig | None = N
         )
     except train_data.STREAM_ERRORS as error:  # a streamed corpus is read while training
         raise UsageError(train_data.describe_data_error(args, error)) from None
-    train_guards.check_weights(model, accelerator, args, state["step"])
+    train_guards.check_weights(model, accelerator, args, state["step"])  # a diverged model is not saved
     log = save_model(args, accelerator, model, tokenizer)
     accelerator.end_training()
     return log
@@ -374,7 +373,7 @@ def train(
         "lr_scheduler_type": "constant",
         "num_warmup_steps": 0,
     }
-    argv = list(itertools.chain.from_iterable((f"--{name}", str(value)) for name, value in flags.items()))
+    argv = [arg for name, value in flags.items() for arg in (f"--{name}", str(value))]
     with tempfile.TemporaryDirectory() as scratch:
         args = parse_args([*argv, "--output_dir", output_dir or scratch])
         log = run(args, raw=raw, documents=False, config=config)

@@ -191,9 +191,13 @@ def validate_data_flags(args: argparse.Namespace, default_corpus: Path) -> None:
 
 # --- the model the flags describe ---------------------------------------------------------------------------------
 
-# The settings --config_overrides may set: the config's own fields that have a value to take the type of.
-CONFIG_KEYS = [f.name for f in dataclasses.fields(GPT2EduConfig) if f.name in GPT2EduConfig.__annotations__]
-CONFIG_KEYS = [key for key in CONFIG_KEYS if getattr(GPT2EduConfig, key, None) is not None]
+# The settings --config_overrides may set: GPT2EduConfig's own fields, but pad_token_id, whose default (None) has no
+# type for a value to be read as.
+CONFIG_KEYS = [
+    f.name
+    for f in dataclasses.fields(GPT2EduConfig)
+    if f.name in GPT2EduConfig.__annotations__ and f.default is not None
+]
 KNOWN_KEYS = "vocab_size, context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias, tie_word_embeddings"
 
 
