@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, default_data_collator, get_schedu
 from configuration_gpt2edu import GPT2EduConfig
 from gpt2edu import train_args, train_data, train_guards, train_report
 from gpt2edu import train_checkpoints as checkpoints
-from gpt2edu.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, report
+from gpt2edu.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, first_line, report
 from gpt2edu.files import atomic_write
 from gpt2edu.hub import push_to_hub
 from gpt2edu.train_data import build_datasets, running_text_pieces  # noqa: F401  (running_text_pieces: for tests)
@@ -177,6 +177,16 @@ def run(args, raw=None, documents: bool = True, config: GPT2EduConfig | None = N
 
 def make_accelerator(args) -> Accelerator:
     """Accelerate's set-up: devices, mixed precision, gradient accumulation, loaders that resume, trackers."""
+    try:
+        accelerator = new_accelerator(args)
+    except ImportError as error:  # e.g. a DeepSpeed config without deepspeed installed
+        raise UsageError(f"the launch config needs a package that is not installed: {error}") from None
+    for note in train_report.setup_notes(accelerator):  # what was asked for and cannot run here
+        accelerator.print(note)
+    return accelerator
+
+
+def new_accelerator(args) -> Accelerator:
     return Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -295,7 +305,12 @@ def save_model(args, accelerator: Accelerator, model, tokenizer) -> list[dict]:
         if args.push_to_hub:
             repo_id = args.hub_model_id or out.name
             # The model folder's files, not the checkpoints' subfolders
-            url = push_to_hub(out, repo_id, message="Upload model from train_accelerate.py", ignore_patterns=["*/*"])
+            try:
+                message = "Upload model from train_accelerate.py"
+                url = push_to_hub(out, repo_id, message=message, ignore_patterns=["*/*"])
+            except Exception as error:  # network edge: HTTP, connection and auth failures come in many types
+                failed = f"push to {repo_id} failed ({first_line(error)}); {args.output_dir} is complete"
+                raise UsageError(failed) from None
             accelerator.print(f"Pushed to {url}")
     accelerator.wait_for_everyone()
     return log

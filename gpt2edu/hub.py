@@ -11,6 +11,7 @@ USE_REMOTE = (
     "gpt2edu's own code (`modeling_gpt2edu.py`, `configuration_gpt2edu.py`) is in this repository, so "
     "`trust_remote_code=True` loads it without installing anything."
 )
+TOKENIZER = "The tokenizer is GPT-2's byte-level BPE, with exactly tiktoken's `gpt2` token ids."
 USE_GPT2 = "It is a plain transformers `GPT2LMHeadModel`: any tool that serves GPT-2 serves it, no custom code."
 
 
@@ -41,7 +42,7 @@ model = AutoModelForCausalLM.from_pretrained("{repo_id}"{remote})
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
 ```
 
-{USE_REMOTE if remote_code else USE_GPT2} The tokenizer is GPT-2's byte-level BPE, with exactly tiktoken's `gpt2` token ids.
+{USE_REMOTE if remote_code else USE_GPT2} {TOKENIZER}
 """
     return str(ModelCard(text))
 

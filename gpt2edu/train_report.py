@@ -1,4 +1,5 @@
-"""What train_accelerate.py tells about a run: the progress bar, training_log.jsonl, MFU, loss.png, the model card.
+"""What train_accelerate.py tells about a run: the progress bar, training_log.jsonl, MFU, loss.png, the model card,
+and what of the launch's request runs instead on this hardware.
 
 `Progress` keeps the numbers between two log entries (mean training loss, tokens per second, model FLOPs
 utilisation) and writes each entry to training_log.jsonl and to Accelerate's trackers.
@@ -7,11 +8,13 @@ utilisation) and writes each entry to training_log.jsonl and to Accelerate's tra
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType, str_to_bool
 from tqdm.auto import tqdm
 
 from .files import reporting_full_disk
@@ -121,6 +124,32 @@ def start_log(path: Path, resumed_step: int | None) -> None:
 
 
 # --- before and after ---------------------------------------------------------------------------------------------
+
+
+def setup_notes(accelerator) -> list[str]:
+    """What the launch asked for that Accelerate cannot do on this hardware, and what runs instead: one line each.
+
+    On CPU processes Accelerate drops an FSDP or DeepSpeed config without a word and runs plain data parallelism, and
+    it runs --mixed_precision fp16 as float32 (it has float16 autocast for GPUs only; bf16 does autocast on a CPU).
+    """
+    notes = []
+    n = accelerator.num_processes
+    instead = f"DDP over {n} processes, each holding the whole model" if n > 1 else "the whole model on one process"
+    for variable, name, kind in (
+        ("ACCELERATE_USE_FSDP", "FSDP", DistributedType.FSDP),
+        ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed", DistributedType.DEEPSPEED),
+    ):
+        if str_to_bool(os.environ.get(variable, "false")) and accelerator.distributed_type != kind:
+            notes.append(
+                f"note: the launch config asks for {name}, which Accelerate cannot run on {accelerator.device.type} "
+                f"processes; training with {instead} instead"
+            )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        notes.append(
+            "note: --mixed_precision fp16 does nothing on a CPU (Accelerate's float16 autocast is for GPUs); "
+            "training in float32. On a CPU, bf16 does run in mixed precision"
+        )
+    return notes
 
 
 def describe_run(args: argparse.Namespace, model, train_dataset, start_step: int) -> str:

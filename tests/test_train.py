@@ -452,3 +452,39 @@ def test_config_overrides_take_the_types_of_the_configs_defaults():
         with pytest.raises(UsageError) as error:
             train_args.new_model_config(overrides)
         assert message in str(error.value) and str(error.value).startswith("--config_overrides: ")
+
+
+def test_a_launch_config_that_cannot_run_here_says_what_runs_instead(tmp_path):
+    """configs/fsdp.yaml on CPU processes: Accelerate trains unsharded, and fp16 on a CPU is float32; both said."""
+    tiny = ["--config_overrides", "emb_dim=32,n_heads=2,n_layers=2,context_length=32", "--max_train_steps", "2"]
+    command = [
+        str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(ROOT / "configs/fsdp.yaml"),
+        "--num_processes", "1", str(ROOT / "train_accelerate.py"), *tiny, "--eval_steps", "2", "--eval_iters", "1",
+        "--mixed_precision", "fp16", "--output_dir", str(tmp_path / "out"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2, result.stdout
+    assert "asks for FSDP" in notes[0] and "the whole model on one process" in notes[0]
+    assert "fp16" in notes[1] and "float32" in notes[1]
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_a_failed_push_is_one_line_and_keeps_the_model(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from gpt2edu import hub
+
+    class UnreachableHubApi(huggingface_hub.HfApi):
+        def create_repo(self, *args, **kwargs):
+            raise ConnectionError("Connection refused\nmore detail")
+
+    monkeypatch.setattr(hub, "HfApi", UnreachableHubApi)
+    out = tmp_path / "out"
+    tiny = ["--config_overrides", "emb_dim=32,n_heads=2,n_layers=2,context_length=32", "--max_train_steps", "2"]
+    code = train_accelerate.main([*tiny, "--eval_steps", "2", "--eval_iters", "1", "--push_to_hub",
+                                  "--hub_model_id", "someone/model", "--output_dir", str(out)])  # fmt: skip
+    err = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert code == 2 and len(err) == 1 and "push to someone/model failed (Connection refused)" in err[0], err
+    assert (out / "model.safetensors").is_file()
