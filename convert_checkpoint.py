@@ -248,6 +248,7 @@ def gpt2edu_config_to_gpt2(config: GPT2EduConfig) -> GPT2Config:
     return GPT2Config(
         vocab_size=config.vocab_size,
         n_positions=config.context_length,
+        n_ctx=config.context_length,  # n_positions' old name, in OpenAI's config.json: llama.cpp's converter reads it
         n_embd=config.emb_dim,
         n_head=config.n_heads,
         n_layer=config.n_layers,

@@ -7,6 +7,9 @@ tokenization. A model on the Hugging Face Hub, though, is expected to come with 
 `gpt2_tokenizer()` builds that tokenizer from tiktoken's own BPE ranks and split pattern, so the two give exactly
 the same token ids on any text. `save_pretrained` writes it as `tokenizer.json`, which the `tokenizers` library
 reads on its own.
+
+Tools built for OpenAI's own GPT-2 folders (transformers 4.x, llama.cpp's `convert_hf_to_gguf.py`, optimum) expect the
+files `openai-community/gpt2` ships: `save_gpt2_tokenizer(folder, openai_layout=True)` writes those.
 """
 
 import functools
@@ -20,6 +23,8 @@ from pathlib import Path
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import r50k_pat_str
+from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers.models import BPE
 from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
@@ -113,6 +118,44 @@ def gpt2_tokenizer(model_max_length: int = CONTEXT_LENGTH) -> PreTrainedTokenize
     )
 
 
+def openai_gpt2_backend() -> Tokenizer:
+    """GPT-2's byte-level BPE built from OpenAI's two files, as the `tokenizer.json` of `openai-community/gpt2`.
+
+    OpenAI's 50,000 merges and the byte-level pre-tokenizer (GPT-2's split pattern), as transformers' own GPT-2
+    converter builds them; its ids equal tiktoken's. The `tokenizer.json` of `gpt2_tokenizer()` computes the same ids
+    from tiktoken's ranks instead, which list every merge that makes each token (108,299 of them).
+    """
+    vocab, merges = BPE.read_file(str(BPE_FOLDER / "encoder.json"), str(BPE_FOLDER / "vocab.bpe"))
+    backend = Tokenizer(BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)  # adds no token: GPT-2 adds no BOS or EOS
+    backend.add_special_tokens([AddedToken(ENDOFTEXT, special=True, normalized=True)])  # already id 50256
+    return backend
+
+
+def save_openai_layout(folder: Path) -> None:
+    """Write GPT-2's tokenizer as `openai-community/gpt2` ships it: vocab.json, merges.txt and tokenizer.json.
+
+    tokenizer_config.json names `GPT2Tokenizer`, a class transformers 4.x's `AutoTokenizer` knows (it loads
+    `GPT2TokenizerFast` from tokenizer.json) as does transformers 5's; the generic `TokenizersBackend` that
+    transformers 5 writes for `gpt2_tokenizer()` is unknown to 4.x.
+    """
+    # OpenAI's own two files, under the names Hugging Face gives them.
+    shutil.copyfile(BPE_FOLDER / "encoder.json", folder / "vocab.json")
+    shutil.copyfile(BPE_FOLDER / "vocab.bpe", folder / "merges.txt")
+    openai_gpt2_backend().save(str(folder / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": CONTEXT_LENGTH,
+        "bos_token": ENDOFTEXT,
+        "eos_token": ENDOFTEXT,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,  # decode must give back the exact text, spaces included
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 def tokenizer_cache_dir() -> Path:
     """Where `save_gpt2_tokenizer` keeps its copy: $GPT2EDU_CACHE, else gpt2edu/ in the user's cache folder."""
     if "GPT2EDU_CACHE" in os.environ:
@@ -120,33 +163,48 @@ def tokenizer_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt2edu"
 
 
-def save_gpt2_tokenizer(folder: str | os.PathLike, model_max_length: int = CONTEXT_LENGTH) -> None:
+def save_gpt2_tokenizer(
+    folder: str | os.PathLike, model_max_length: int = CONTEXT_LENGTH, openai_layout: bool = False
+) -> None:
     """Write GPT-2's tokenizer files (what `gpt2_tokenizer(model_max_length).save_pretrained(folder)` writes).
 
     speed: building the tokenizer derives 50,000 BPE merges in Python (about half a second, a third of a checkpoint
     conversion). The files it saves are the same every time for the same libraries, so the first call keeps a copy
     in the cache folder, keyed by the library versions and this file's code, and later calls copy that.
+
+    Args:
+        folder: An existing folder.
+        model_max_length: The model's context, in tokens: where `tokenizer(text, truncation=True)` cuts.
+        openai_layout: Write the files `openai-community/gpt2` ships instead (`save_openai_layout`), for GPT-2
+            folders that tools built for OpenAI's read: the same token ids.
     """
     libraries = [f"{name}=={version(name)}" for name in ("tiktoken", "tokenizers", "transformers")]
     key = hashlib.sha256(" ".join(libraries).encode() + Path(__file__).read_bytes()).hexdigest()[:16]
-    cached = tokenizer_cache_dir() / f"gpt2-tokenizer-{key}"
+    cached = tokenizer_cache_dir() / f"gpt2-tokenizer-{'openai-' if openai_layout else ''}{key}"
+    save = save_openai_layout if openai_layout else lambda into: gpt2_tokenizer().save_pretrained(into)
     if not cached.is_dir():
-        tokenizer = gpt2_tokenizer()
         building = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
         try:
             # Saved beside its final name, then renamed: no reader ever sees a half-written copy.
-            tokenizer.save_pretrained(building)
+            building.mkdir(parents=True)
+            save(building)
             building.rename(cached)
         except OSError:
             if not cached.is_dir():  # rather than another process having cached it first, no writable cache
-                tokenizer.save_pretrained(folder)
-                return
+                save(Path(folder))
         finally:
             shutil.rmtree(building, ignore_errors=True)
-    for file in cached.iterdir():
-        shutil.copyfile(file, Path(folder) / file.name)
-    if model_max_length != CONTEXT_LENGTH:  # the cached copy says GPT-2's context
-        config_file = Path(folder) / "tokenizer_config.json"
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        config["model_max_length"] = model_max_length
-        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if cached.is_dir():
+        for file in cached.iterdir():
+            shutil.copyfile(file, Path(folder) / file.name)
+    set_model_max_length(Path(folder), model_max_length)
+
+
+def set_model_max_length(folder: Path, model_max_length: int) -> None:
+    """Write the model's context into a saved tokenizer_config.json (the cached copy says GPT-2's)."""
+    if model_max_length == CONTEXT_LENGTH:
+        return
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["model_max_length"] = model_max_length
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -138,11 +138,13 @@ def write_model_files(folder: Path, model: PreTrainedModel, tokenizer=None, card
 
     config.json, model.safetensors and generation_config.json (save_pretrained, which also copies the two code files
     of a gpt2edu model, as config.json's auto_map points at them), the tokenizer's files (GPT-2's when `tokenizer` is
-    None) and the README.md model card when `card` is given.
+    None: for a GPT-2 folder, the files OpenAI's `openai-community/gpt2` ships, which tools built for those folders
+    read) and the README.md model card when `card` is given.
     """
     model.save_pretrained(folder)
     if tokenizer is None:
-        save_gpt2_tokenizer(folder)
+        openai_layout = model.config.model_type == "gpt2"
+        save_gpt2_tokenizer(folder, model.config.max_position_embeddings, openai_layout=openai_layout)
     else:
         tokenizer.save_pretrained(folder)
     if card is not None:
