@@ -1,10 +1,11 @@
-"""Convert between the seed's .pth checkpoints, transformers' own GPT-2 folders and gpt2edu folders.
+"""Convert between the seed's .pth checkpoints, transformers' own GPT-2 folders and gpt2edu folders; write GGUF.
 
     python convert_checkpoint.py gpt2_model.pth gpt2edu-124m                # seed checkpoint -> gpt2edu folder
     python convert_checkpoint.py gpt2edu-124m gpt2-124m --to gpt2           # gpt2edu folder -> plain GPT-2 folder
     python convert_checkpoint.py gpt2-folder gpt2edu-openai                 # transformers GPT-2 -> gpt2edu
     python convert_checkpoint.py openai-community/gpt2 gpt2edu-openai       # a Hub model id -> gpt2edu
     python convert_checkpoint.py gpt2edu-124m back.pth                      # gpt2edu folder -> seed checkpoint
+    python convert_checkpoint.py gpt2_model.pth model.gguf --dtype float16  # any source -> GGUF, for llama.cpp
     python convert_checkpoint.py gpt2_model.pth out --push-to-hub you/gpt2edu-124m
 
 Every conversion goes through gpt2edu's layout: source -> gpt2edu -> target. The file reads in that order: the name
@@ -12,7 +13,8 @@ tables (one table per part of the model: seed name -> gpt2edu name -> GPT-2 name
 the pure maps from state dict to state dict and config to config, `read_source`, `build_model`, then `convert()`.
 What keeps it safe sits beside it: gpt2edu/convert_sources.py reads untrusted checkpoints (weights-only unpickling)
 and checks them; gpt2edu/convert_outputs.py writes into a staging folder, loads the result back as a user will,
-compares every parameter with the source, and only then moves it into place.
+compares every parameter with the source, and only then moves it into place. gpt2edu/gguf_export.py writes a GGUF
+file (llama.cpp's gpt2 architecture) from gpt2edu's layout, with its own name table.
 """
 
 import argparse
@@ -25,7 +27,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 from configuration_gpt2edu import GPT2EduConfig
 from gpt2edu import convert_outputs as outputs
 from gpt2edu import convert_sources as sources
-from gpt2edu.cli import EXIT_INTERRUPTED, EXIT_OK, UsageError, quiet_logs, report
+from gpt2edu import gguf_export
+from gpt2edu.cli import EXIT_INTERRUPTED, EXIT_OK, OneLineErrorParser, UsageError, quiet_logs, report
 from gpt2edu.convert_sources import Source
 from gpt2edu.files import atomic_write
 from gpt2edu.loading import looks_like_hub_id
@@ -409,22 +412,27 @@ def save_seed_checkpoint(model: GPT2EduForCausalLM, out_file: Path, force: bool 
 # --- command line --------------------------------------------------------------------------------------------------
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SEED_SUFFIXES = (".pth", ".pt")
+# The layouts written as one file: what to call it, and the ends of OUT's name that choose it.
+FILE_LAYOUTS = {"seed": ("a seed checkpoint", (".pth", ".pt")), "gguf": ("a GGUF file", (".gguf",))}
 
 
 def convert(args: argparse.Namespace) -> int:
     """Read, build, write, verify and (optionally) push; return the number of verified tensors."""
     args.to = choose_layout(args)
-    out = Path(args.out_dir)
-    if args.to == "seed":
-        outputs.check_output_file(out, args.force)  # fail before the slow part
-    else:
-        outputs.check_output_folder(out, args.force)
+    out, dtype = Path(args.out_dir), DTYPES.get(args.dtype)
+    checks = {"seed": outputs.check_output_file, "gguf": gguf_export.check_output_file}
+    checks.get(args.to, outputs.check_output_folder)(out, args.force)  # fail before the slow part
     source = read_source(args.src, args.n_heads, args.revision)
     sources.check_source_tensors(source)
     print(f"Read {source.description}")
-    model = build_model(source, "gpt2edu" if args.to == "seed" else args.to, DTYPES.get(args.dtype))
+    # GGUF casts as it writes (its vectors stay float32); the seed's form and GGUF are written from gpt2edu's layout.
+    model = build_model(source, "gpt2" if args.to == "gpt2" else "gpt2edu", None if args.to == "gguf" else dtype)
     print(f"Model: {outputs.describe_model(source.config, sum(p.numel() for p in model.parameters()), model.dtype)}")
+    if args.to == "gguf":
+        verified = gguf_export.save_gguf(dict(model.state_dict()), model.config, out, dtype, args.force)
+        print(f"Wrote GGUF file {out}, for llama.cpp (llama-cli -m {out}), Ollama and LM Studio")
+        print(f"verified: {verified} tensors in {out} read back equal to the model's, in the file's dtypes")
+        return verified
     if args.to == "seed":
         verified = save_seed_checkpoint(model, out, args.force)
         print(f"Wrote seed checkpoint {out} and its config {sources.seed_config_file(out)}")
@@ -453,9 +461,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=PROG,
-        description="Convert a seed .pth checkpoint or a gpt2edu / GPT-2 model folder into a gpt2edu or GPT-2 folder.",
+        description="Convert a seed .pth checkpoint or a gpt2edu / GPT-2 model folder into a gpt2edu or GPT-2 folder, "
+        "a seed checkpoint or a GGUF file.",
     )
     parser.add_argument(
         "src",
@@ -466,17 +475,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "out_dir",
         metavar="OUT",
         help="folder to write (must not exist or be empty, unless --force); a name ending in .pth/.pt writes a seed "
-        "checkpoint",
+        "checkpoint, one ending in .gguf a GGUF file",
     )
     parser.add_argument(
         "--to",
-        choices=("gpt2edu", "gpt2", "seed"),
+        choices=("gpt2edu", "gpt2", "seed", "gguf"),
         default=None,
-        help="layout to write (default: seed for an OUT ending in .pth/.pt, else gpt2edu)",
+        help="layout to write (default: seed for an OUT ending in .pth/.pt, gguf for .gguf, else gpt2edu)",
     )
     parser.add_argument("--revision", default=None, help="branch, tag or commit, when SRC is a Hub model id")
     parser.add_argument("--n-heads", type=int, metavar="N", help="attention heads, for a seed file with no config")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="store weights as (default: as read)")
+    parser.add_argument(
+        "--dtype", choices=tuple(DTYPES), default=None, help="store weights as (default: as read; GGUF: its matrices)"
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="then upload the folder to the Hub")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private (with --push-to-hub)")
@@ -492,17 +503,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def choose_layout(args: argparse.Namespace) -> str:
-    """The layout to write: --to, or from OUT's name (.pth/.pt: the seed's); ValueError where the two disagree."""
-    seed_file = args.out_dir.endswith(SEED_SUFFIXES)
-    if seed_file and args.push_to_hub:
-        raise ValueError("--push-to-hub uploads model folders; a seed checkpoint (--to seed) is a single .pth file")
+    """The layout to write: --to, or OUT's name (.pth/.pt: the seed's, .gguf: GGUF); ValueError where they differ."""
+    named = next((to for to, (_, ends) in FILE_LAYOUTS.items() if args.out_dir.endswith(ends)), None)
+    if named and args.push_to_hub:
+        what, ends = FILE_LAYOUTS[named]
+        raise ValueError(f"--push-to-hub uploads model folders; {what} (--to {named}) is a single {ends[0]} file")
     if args.to is None:
-        return "seed" if seed_file else "gpt2edu"
-    if args.to == "seed" and not seed_file:
-        raise ValueError(f"--to seed writes a .pth file, but OUT is {args.out_dir!r}: name it e.g. {args.out_dir}.pth")
-    if args.to != "seed" and seed_file:
+        return named or "gpt2edu"
+    if args.to in FILE_LAYOUTS and named != args.to:
+        end = FILE_LAYOUTS[args.to][1][0]
         raise ValueError(
-            f"OUT {args.out_dir!r} ends in .pth/.pt, which names a seed checkpoint: use --to seed, or name the "
+            f"--to {args.to} writes a {end} file, but OUT is {args.out_dir!r}: name it e.g. {args.out_dir}{end}"
+        )
+    if args.to not in FILE_LAYOUTS and named:
+        what, ends = FILE_LAYOUTS[named]
+        raise ValueError(
+            f"OUT {args.out_dir!r} ends in {'/'.join(ends)}, which names {what}: use --to {named}, or name the "
             f"{args.to} folder without the extension"
         )
     return args.to
