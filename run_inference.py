@@ -4,116 +4,38 @@
 
 --model is a folder written by this project (or any GPT-2 folder transformers can load) or a Hub model id.
 
-This file is the generation and its command line. The device choice and the checked loading of a model folder, which
-the trainer and inspect_model.py share, are in gpt2edu/loading.py; the one-line errors are gpt2edu/cli.py's.
+--max-new-tokens may go past the model's context: a gpt2edu model then reads the last context_length tokens for each
+new one, as the seed's loop does (each such token is a forward pass over that whole window).
+
+This file is the command line. The generation itself (`generate_response_from_prompt`, also the seed API's) is in
+gpt2edu/generation.py; the device choice and the checked loading of a model folder, which the trainer and
+inspect_model.py share, are in gpt2edu/loading.py; the one-line errors are gpt2edu/cli.py's.
 """
 
 import argparse
-import logging
 import math
 import os
 import sys
 
-import torch
-from transformers import PreTrainedModel, TextStreamer, set_seed
+from transformers import set_seed
 
 from gpt2edu.cli import EXIT_OK, EXIT_PIPE_CLOSED, OneLineErrorParser, quiet_logs, report
+from gpt2edu.generation import check_prompt, generate_response_from_prompt
 from gpt2edu.loading import get_device, load_checked_model, load_model_and_tokenizer
-from tokenization_gpt2edu import gpt2_tokenizer
 
-# The library functions users and tests import from this program; the loading checks live in gpt2edu/loading.py.
+# The library functions users and tests import from this program; they live in gpt2edu/generation.py and loading.py.
 __all__ = ["generate_response_from_prompt", "get_device", "load_checked_model", "load_model_and_tokenizer", "main"]
 
-logger = logging.getLogger(__name__)
-
 PROG = "run_inference.py"
-
-
-def check_prompt(prompt: str) -> None:
-    """Raise ValueError for an empty prompt, or one with bytes that are not UTF-8 (surrogate escapes from argv)."""
-    if not prompt:
-        raise ValueError("the prompt is empty; pass some text to continue")
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError as error:
-        char = prompt[error.start]
-        byte = f"byte 0x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"character {char!r}"
-        raise ValueError(
-            f"the prompt is not UTF-8 text ({byte} at position {error.start}); pass UTF-8 text "
-            "(set the terminal, or the file the prompt comes from, to UTF-8)"
-        ) from None
-
-
-def generate_response_from_prompt(
-    prompt: str,
-    model: PreTrainedModel | str,
-    max_new_tokens: int = 20,
-    tokenizer=None,
-    stream: bool = False,
-    **generate_kwargs,
-) -> str:
-    """Continue `prompt` with the model and return the continuation (greedy unless sampling is asked for).
-
-    Args:
-        prompt: Text to continue; must not be empty.
-        model: A loaded causal LM, or a folder / Hub id to load one from.
-        max_new_tokens: How many tokens to add, at least 1 and less than the model's context.
-        tokenizer: The model's tokenizer; GPT-2's when None.
-        stream: Print the prompt, then the continuation token by token as it is generated, to stdout.
-        **generate_kwargs: Passed to `model.generate`, e.g. `do_sample=True, temperature=0.8, top_k=50`.
-
-    Returns:
-        The generated text, without the prompt.
-
-    Raises:
-        ValueError: For an empty prompt, a bad token count or a model that cannot be loaded.
-    """
-    check_prompt(prompt)
-    if isinstance(model, str):
-        model, tokenizer = load_model_and_tokenizer(model, get_device())
-    tokenizer = tokenizer or gpt2_tokenizer()
-    context_length = model.config.max_position_embeddings
-    if not 0 < max_new_tokens < context_length:
-        raise ValueError(f"max_new_tokens must be between 1 and {context_length - 1}, got {max_new_tokens}")
-
-    input_ids = tokenizer(prompt, return_tensors="pt").input_ids
-    n_embeddings = model.get_input_embeddings().num_embeddings
-    if input_ids.numel() and int(input_ids.max()) >= n_embeddings:
-        raise ValueError(
-            f"the prompt has token id {int(input_ids.max())}, but the model knows only {n_embeddings} tokens; "
-            "its tokenizer belongs to another model: save the model's own tokenizer with it"
-        )
-    room = context_length - max_new_tokens
-    if input_ids.shape[1] > room:
-        # The seed crops its input to the context; with a KV cache the whole output must fit, so crop the prompt.
-        logger.warning(
-            "The prompt has %d tokens; keeping its last %d so that %d new tokens fit in the %d-token context.",
-            input_ids.shape[1],
-            room,
-            max_new_tokens,
-            context_length,
-        )
-        input_ids = input_ids[:, -room:]
-    input_ids = input_ids.to(model.device)
-    streamer = TextStreamer(tokenizer) if stream else None
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
-        output = model.generate(
-            input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=max_new_tokens,
-            streamer=streamer,
-            pad_token_id=pad_token_id,
-            **generate_kwargs,
-        )
-    return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=False)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineErrorParser(prog=PROG, description="Continue a prompt with a gpt2edu (or any GPT-2) model.")
     parser.add_argument("--model", required=True, help="model folder or Hub id")
     parser.add_argument("--prompt", required=True, help="text to continue (UTF-8)")
-    parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate (default 20)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=20, help="tokens to generate (default 20); may go past the context"
+    )
     parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --do-sample)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")

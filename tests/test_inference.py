@@ -9,12 +9,24 @@ import sys
 import pytest
 import torch
 from conftest import ROOT
+from seed_reference import GPTModel, SeedConfig, generate_text_simple
 from test_model import greedy_reference
+from transformers import GPT2Config, GPT2LMHeadModel
 
+import convert_checkpoint
 import run_inference
+from modeling_gpt2edu import GPT2EduForCausalLM
 from run_inference import generate_response_from_prompt
 
 PROMPT = "Every effort moves you"
+
+
+def seed_twin(model: GPT2EduForCausalLM) -> GPTModel:
+    """The seed's GPTModel (tests/seed_reference.py) holding a gpt2edu model's weights, in the seed's names."""
+    fields = {name: getattr(model.config, name) for name in convert_checkpoint.SEED_CONFIG_FIELDS}
+    seed = GPTModel(SeedConfig(**fields)).eval()
+    seed.load_state_dict(convert_checkpoint.gpt2edu_to_seed_state_dict(dict(model.state_dict()), model.config))
+    return seed
 
 
 def expected_continuation(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
@@ -64,14 +76,50 @@ def test_sampling_is_reproducible_with_a_seed(saved_model, capsys):
     assert all(output.startswith(PROMPT) for output in outputs)
 
 
-def test_long_prompt_is_cropped_to_its_last_tokens(saved_model, tokenizer, caplog):
+def test_command_line_goes_past_the_context_like_the_seeds_loop(saved_model, tokenizer, capsys):
+    """--max-new-tokens twice the context: the seed's loop's tokens (tests/seed_reference.py) on the same weights."""
+    model, folder = saved_model
+    context = model.config.context_length
+    prompt_ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    expected = generate_text_simple(seed_twin(model), prompt_ids, 2 * context, context_size=context)
+    new_ids = expected[0, prompt_ids.shape[1] :]
+    assert len(new_ids) == 2 * context and tokenizer.eos_token_id not in new_ids  # generate() would stop there
+
+    assert run_inference.main(["--model", str(folder), "--prompt", PROMPT, "--max-new-tokens", str(2 * context)]) == 0
+    assert capsys.readouterr().out == PROMPT + tokenizer.decode(new_ids) + "\n"  # the text of those token ids
+
+
+def test_prompt_longer_than_the_context_is_read_as_the_seeds_loop_reads_it(saved_model, tokenizer, caplog):
+    """No cropping up front: at each step the model reads the last context_length tokens of the text so far."""
     model, _ = saved_model
     prompt = " ".join(str(i) for i in range(100))  # far more than the 64-token context
+    prompt_ids = tokenizer(prompt, return_tensors="pt").input_ids
+    expected = generate_text_simple(seed_twin(model), prompt_ids, 8, context_size=64)
     with caplog.at_level(logging.WARNING):
-        response = generate_response_from_prompt(prompt, model=model, max_new_tokens=4, tokenizer=tokenizer)
+        response = generate_response_from_prompt(prompt, model=model, max_new_tokens=8, tokenizer=tokenizer)
+    assert response == tokenizer.decode(expected[0, prompt_ids.shape[1] :])
+    assert f"The prompt has {prompt_ids.shape[1]} tokens, more than the model's 64-token context" in caplog.text
+    assert "reads only the last 64 tokens" in caplog.text
+    assert "indexing errors" not in caplog.text  # the tokenizer's own warning, which no longer applies
+
+
+@pytest.fixture(scope="module")
+def gpt2_model():
+    """transformers' own GPT-2, tiny, with GPT-2's vocabulary and a 64-token context: it stops at its context."""
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+    return GPT2LMHeadModel(config).eval()
+
+
+def test_a_model_that_stops_at_its_context_gets_its_prompt_cropped(gpt2_model, tokenizer, caplog):
+    prompt = " ".join(str(i) for i in range(100))
+    with caplog.at_level(logging.WARNING):
+        response = generate_response_from_prompt(prompt, model=gpt2_model, max_new_tokens=4, tokenizer=tokenizer)
     assert "keeping its last 60" in caplog.text
     cropped = tokenizer.decode(tokenizer(prompt).input_ids[-60:])
-    assert response == expected_continuation(model, tokenizer, cropped, 4)
+    assert response == expected_continuation(gpt2_model, tokenizer, cropped, 4)
+    with pytest.raises(ValueError, match="a gpt2 model stops at its 64-token context: max_new_tokens must be between"):
+        generate_response_from_prompt("hi", model=gpt2_model, max_new_tokens=64, tokenizer=tokenizer)
 
 
 @pytest.mark.parametrize(
@@ -81,10 +129,6 @@ def test_long_prompt_is_cropped_to_its_last_tokens(saved_model, tokenizer, caplo
         (["--model", "{tmp}", "--prompt", "hi"], "no config.json"),
         (["--model", "{model}", "--prompt", ""], "--prompt is empty"),
         (["--model", "{model}", "--prompt", "hi", "--max-new-tokens", "-5"], "--max-new-tokens must be at least 1"),
-        (
-            ["--model", "{model}", "--prompt", "hi", "--max-new-tokens", "64"],
-            "max_new_tokens must be between 1 and 63",
-        ),
         (["--model", "{model}", "--prompt", "hi", "--do-sample", "--temperature", "0"], "--temperature"),
     ],
 )
@@ -105,7 +149,9 @@ def test_bad_input_is_one_clear_line_and_exit_2(saved_model, tmp_path, capsys, a
 PROGRAMS = {"run_inference", "inspect_model", "train_accelerate", "convert_checkpoint"}
 
 
-@pytest.mark.parametrize("source", ["run_inference.py", "inspect_model.py", "gpt2edu/loading.py"])
+@pytest.mark.parametrize(
+    "source", ["run_inference.py", "inspect_model.py", "gpt2edu/loading.py", "gpt2edu/generation.py"]
+)
 def test_no_program_imports_another_program(source):
     """The programs share code through the gpt2edu/ package only; run_inference keeps its library names."""
     tree = ast.parse((ROOT / source).read_text(encoding="utf-8"))
