@@ -392,7 +392,7 @@ print(decode_token_ids_to_text(token_ids, tokenizer))
 def readme_example() -> str | None:
     """The python block of the README's section "The seed's API", if the README has that section."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.search(r"^#+ The seed's API\n(.*?)(?=^#+ )", readme, flags=re.M | re.S)
+    section = re.search(r"^#+ The seed's API\n(.*?)(?=^#+ |\Z)", readme, flags=re.M | re.S)
     block = section and re.search(r"```python\n(.*?)```", section.group(1), flags=re.S)
     return block.group(1) if block else None
 
