@@ -5,6 +5,10 @@
 - `loading`: the device, and loading a model folder or Hub id with its weights checked.
 - `generation`: continuing a prompt with generate(), past the context like the seed (run_inference.py's core).
 - `hub`: the model card and the upload (huggingface_hub's `ModelCard` and `upload_folder`).
+- `train_args`, `train_data`, `train_checkpoints`, `train_guards`, `train_report`: beside train_accelerate.py's loop,
+  its flags, corpus, checkpoints, guards (output folder, stop signals, divergence, full disk) and reports.
+- `convert_sources`, `convert_outputs`: beside convert_checkpoint.py's tables and maps, reading and checking what it
+  converts, and writing and verifying what it produces; `gguf_export`: the GGUF file llama.cpp runs.
 - `seed`: the seed's public functions by their names (`create_dataloader_v1`, `train_model_simple`, ...), also
   importable from here: `from gpt2edu import train_model_simple`. They are imported on first use, so that the
   programs, which import this package, do not load them.
