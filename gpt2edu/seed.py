@@ -34,29 +34,13 @@ from convert_checkpoint import (
 )
 from tokenization_gpt2edu import ENDOFTEXT, tiktoken_encoding
 
+from . import SEED_API
 from . import convert_sources as sources
 from .files import atomic_write
-from .generation import generate_response_from_prompt
-from .loading import get_device
+from .generation import generate_response_from_prompt  # noqa: F401  (the seed API re-exports it)
+from .loading import get_device  # noqa: F401  (the seed API re-exports it)
 
-__all__ = [
-    "get_device",
-    "generate_tokens_greedy",
-    "encode_text_to_token_ids",
-    "decode_token_ids_to_text",
-    "load_checkpoint_state_dict",
-    "generate_response_from_prompt",
-    "GPTDatasetV1",
-    "create_dataloader_v1",
-    "calc_loss_batch",
-    "calc_loss_loader",
-    "evaluate_model",
-    "generate_and_print_sample",
-    "train_model_simple",
-    "save_checkpoint",
-    "load_checkpoint",
-    "train",  # noqa: F822  (train_accelerate.py's, through the module's __getattr__ below)
-]
+__all__ = list(SEED_API)  # the names `from gpt2edu import ...` finds here; `train` is train_accelerate.py's
 
 
 def __getattr__(name: str):
