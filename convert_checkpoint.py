@@ -430,7 +430,7 @@ def convert(args: argparse.Namespace) -> int:
     print(f"Model: {outputs.describe_model(source.config, sum(p.numel() for p in model.parameters()), model.dtype)}")
     if args.to == "gguf":
         verified = gguf_export.save_gguf(dict(model.state_dict()), model.config, out, dtype, args.force)
-        print(f"Wrote GGUF file {out}, for llama.cpp (llama-cli -m {out}), Ollama and LM Studio")
+        print(f"Wrote GGUF file {out}, for llama.cpp (llama-completion -m {out} -p TEXT), Ollama and LM Studio")
         print(f"verified: {verified} tensors in {out} read back equal to the model's, in the file's dtypes")
         return verified
     if args.to == "seed":
