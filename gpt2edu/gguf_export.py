@@ -195,12 +195,15 @@ def write_gguf(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str,
 
 
 def read_gguf(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    """Read a GGUF file's tensors (name -> tensor, PyTorch's shapes) and metadata (key -> value)."""
-    reader = gguf.GGUFReader(path)
+    """Read a GGUF file's tensors (name -> tensor, PyTorch's shapes) and metadata (key -> value).
+
+    The tensors view the memory-mapped file (copy-on-write: changing one leaves the file as it is).
+    """
+    reader = gguf.GGUFReader(path, mode="c")
     tensors = {}
     for info in reader.tensors:
         shape = tuple(int(n) for n in reversed(info.shape))  # GGUF lists the innermost dimension first
-        data = torch.from_numpy(np.array(info.data))  # a copy: the reader's arrays view the memory-mapped file
+        data = torch.from_numpy(info.data)
         if info.tensor_type == gguf.GGMLQuantizationType.BF16:  # the reader gives BF16 as raw bytes
             data = data.view(torch.bfloat16)
         tensors[info.name] = data.reshape(shape)
@@ -255,9 +258,21 @@ def save_gguf(
     metadata = gguf_metadata(config, dtype, out_file.stem)
     with atomic_write(out_file, file=True, full_disk_message=full_disk_message(out_file)) as staging:
         write_gguf(staging / out_file.name, tensors, metadata)
-        written, written_metadata = read_gguf(staging / out_file.name)
-        count = compare_parameters(written, tensors, str(out_file))
-        changed = [key for key, value in metadata.items() if written_metadata.get(key) != value]
-        if changed or written_metadata.get("general.architecture") != ARCH:
-            raise RuntimeError(f"verification failed: {out_file} reads back with other metadata: {changed[:3]}")
-    return count
+        return verify_gguf(staging / out_file.name, tensors, metadata, where=str(out_file))
+
+
+def verify_gguf(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, object], where: str) -> int:
+    """Read a written GGUF file back with gguf's GGUFReader; check its tensors bit for bit and its metadata.
+
+    Returns:
+        The number of tensors compared.
+
+    Raises:
+        RuntimeError: Naming the first tensor or metadata key that differs from what was meant to be written.
+    """
+    written, written_metadata = read_gguf(path)
+    count = compare_parameters(written, tensors, where)
+    changed = [key for key, value in metadata.items() if written_metadata.get(key) != value]
+    if changed or written_metadata.get("general.architecture") != ARCH:
+        raise RuntimeError(f"verification failed: {where} reads back with other metadata: {changed[:3]}")
+    return count  # the file's memory map is released here, before the file is moved into place
