@@ -287,8 +287,8 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
             cache = DynamicCache(config=self.config)  # HF: the library's cache; each layer fills its own slot
         past_length = cache.get_seq_length() if cache is not None else 0
 
-        # The longest sequence is the row, unless the caller says where positions restart (HF: packed documents).
-        longest = past_length + seq_len if position_ids is None and "cu_seq_lens_q" not in kwargs else None
+        # HF: positions the caller gives may restart inside a row (documents packed into one), see check_context.
+        positions_given = position_ids is not None or "cu_seq_lens_q" in kwargs
         if position_ids is None:
             if attention_mask is not None and attention_mask.dim() == 2:
                 # Left padding: count positions from each sequence's first real token, as if it were alone.
@@ -297,15 +297,19 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
                 position_ids = positions_of_packed_sequences(kwargs["cu_seq_lens_q"], seq_len)
             else:  # 0, 1, 2, ... after the tokens already in the cache
                 position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_length)[None]
-        check_context(self.config, position_ids, longest)
+        check_context(self.config, position_ids, past_length + seq_len, positions_given)
 
         hidden_states = self.drop_emb(inputs_embeds + self.pos_emb(position_ids))  # (batch, seq, emb_dim)
         # HF: the causal triangle (query i sees keys up to i), minus padding, in the form the attention kernel
-        # wants; None where the kernel's own causal mode is exact. Given no cache, or an empty one, the mask
-        # builder also reads documents packed into one row from position_ids, and keeps them apart.
+        # wants; None where the kernel's own causal mode is exact. From given positions, and with no cache or an
+        # empty one, the mask builder also reads documents packed into one row, and keeps them apart.
         empty_cache = cache is not None and not cache.is_compileable and past_length == 0
         mask = create_causal_mask(
-            self.config, inputs_embeds, attention_mask, None if empty_cache else cache, position_ids
+            self.config,
+            inputs_embeds,
+            attention_mask,
+            None if empty_cache else cache,
+            position_ids if positions_given else None,
         )
         # Written out rather than captured with transformers' hooks: this loop is where the residual stream flows.
         all_hidden_states = (hidden_states,) if output_hidden_states else None
@@ -527,13 +531,17 @@ def check_forward_arguments(config, input_ids, inputs_embeds, cache, output_hidd
     check_model_kwargs(config, kwargs)
 
 
-def check_context(config: GPT2EduConfig, position_ids: torch.Tensor, longest: int | None) -> None:
+def check_context(config: GPT2EduConfig, position_ids: torch.Tensor, row_length: int, positions_given: bool) -> None:
     """Refuse a sequence longer than the learned positions.
 
-    `longest` is None where the caller gave the positions (documents packed into one row restart at 0, so the row may
-    be longer than the context): then the positions themselves are read.
+    The sequence is the row (past and new tokens), unless the caller gave the positions: documents packed into one
+    row restart at 0, so such a row may be longer than the context, and then its positions are read (except under
+    torch.compile, where reading them back would break the graph).
     """
-    if longest is None and not torch.compiler.is_compiling():  # compiled, the read-back would break the graph
+    longest = row_length
+    if positions_given and isinstance(row_length, int) and row_length > config.context_length:
+        if torch.compiler.is_compiling():
+            return
         longest = int(position_ids.max()) + 1
     if isinstance(longest, int) and longest > config.context_length:
         raise ValueError(
