@@ -15,6 +15,13 @@ from tokenization_gpt2edu import gpt2_tokenizer
 from .loading import get_device, load_model_and_tokenizer
 
 logger = logging.getLogger(__name__)
+# transformers' generate() reminds, once, that a call goes past the model's context ("Depending on the model, you may
+# observe exceptions..."): gpt2edu models go on past it by design, so for them the reminder is dropped.
+REMINDER_LOGGER = logging.getLogger("transformers.generation.stopping_criteria")
+
+
+def not_the_reminder(record: logging.LogRecord) -> bool:
+    return "has exceeded the model's predefined maximum length" not in record.getMessage()
 
 
 def check_prompt(prompt: str) -> None:
@@ -116,13 +123,19 @@ def generate_response_from_prompt(
     input_ids = fit_to_context(input_ids, max_new_tokens, model).to(model.device)
     streamer = TextStreamer(tokenizer) if stream else None
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
-        output = model.generate(
-            input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=max_new_tokens,
-            streamer=streamer,
-            pad_token_id=pad_token_id,
-            **generate_kwargs,
-        )
+    past_the_context = model.config.model_type == "gpt2edu"
+    if past_the_context:
+        REMINDER_LOGGER.addFilter(not_the_reminder)
+    try:
+        with torch.no_grad():
+            output = model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max_new_tokens,
+                streamer=streamer,
+                pad_token_id=pad_token_id,
+                **generate_kwargs,
+            )
+    finally:
+        REMINDER_LOGGER.removeFilter(not_the_reminder)
     return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=False)
