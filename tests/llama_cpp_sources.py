@@ -8,11 +8,11 @@ test cache (`$GPT2EDU_TEST_CACHE`, default `~/.cache/gpt2edu-tests`); the first 
 
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from transformers_sources import download_sdist
 
 VERSION = "0.3.36"  # llama-cpp-python's version, which pins the llama.cpp commit it vendors
 NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -34,19 +34,10 @@ def fetch() -> Path:
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
-        download = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
-            + [f"llama-cpp-python=={VERSION}", "--dest", tmp],
-            capture_output=True,
-            text=True,
-        )
-        archives = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
-        if download.returncode != 0 or not archives:
-            last = (download.stderr.strip().splitlines() or ["no sdist"])[-1]
-            raise RuntimeError(f"pip could not download the llama-cpp-python {VERSION} sdist: {last}")
+        archive_path = download_sdist("llama-cpp-python", VERSION, Path(tmp))
         prefix = f"llama_cpp_python-{VERSION}/vendor/llama.cpp/"
         staging = Path(tmp) / "staging"
-        with tarfile.open(archives[0]) as archive:
+        with tarfile.open(archive_path) as archive:
             for member in archive:
                 name = member.name.removeprefix(prefix)
                 if member.isfile() and member.name.startswith(prefix) and name.startswith(NEEDED) and ".." not in name:

@@ -66,6 +66,25 @@ def cache_root() -> Path:
     return Path(os.environ.get("GPT2EDU_TEST_CACHE") or default) / f"transformers-{transformers.__version__}"
 
 
+def download_sdist(name: str, version: str, dest: Path) -> Path:
+    """Download the source distribution of `name==version` with pip into `dest`; return the archive's path.
+
+    Raises:
+        RuntimeError: If pip cannot download it (no registry reachable, say).
+    """
+    download = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
+        + [f"{name}=={version}", "--dest", str(dest)],
+        capture_output=True,
+        text=True,
+    )
+    archives = list(dest.glob(f"{name.replace('-', '_')}-*.tar.gz")) + list(dest.glob(f"{name}-*.tar.gz"))
+    if download.returncode != 0 or not archives:
+        last = (download.stderr.strip().splitlines() or ["no sdist"])[-1]
+        raise RuntimeError(f"pip could not download the {name} {version} sdist: {last}")
+    return archives[0]
+
+
 def fetch() -> Path:
     """Return a folder holding the `transformers_tests` package; download and extract it the first time."""
     root = cache_root()
@@ -73,20 +92,11 @@ def fetch() -> Path:
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
-        download = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
-            + [f"transformers=={transformers.__version__}", "--dest", tmp],
-            capture_output=True,
-            text=True,
-        )
-        archives = list(Path(tmp).glob("transformers-*.tar.gz"))
-        if download.returncode != 0 or not archives:
-            last = (download.stderr.strip().splitlines() or ["no sdist"])[-1]
-            raise RuntimeError(f"pip could not download the transformers {transformers.__version__} sdist: {last}")
+        archive_path = download_sdist("transformers", transformers.__version__, Path(tmp))
         staging = Path(tmp) / "staging"
         package = staging / PACKAGE
         package.mkdir(parents=True)
-        with tarfile.open(archives[0]) as archive:
+        with tarfile.open(archive_path) as archive:
             for name in NEEDED:
                 member = archive.getmember(f"transformers-{transformers.__version__}/tests/{name}")
                 (package / name).write_bytes(archive.extractfile(member).read())
