@@ -7,6 +7,9 @@ the same value.
 
 from transformers import PreTrainedConfig
 
+# The positions a sequence classifier can read (see `classifier_pooling` below).
+CLASSIFIER_POOLINGS = ("last_non_padding", "last_position")
+
 
 class GPT2EduConfig(PreTrainedConfig):
     """Configuration of a gpt2edu model; the defaults are GPT-2 124M.
@@ -23,6 +26,15 @@ class GPT2EduConfig(PreTrainedConfig):
         layer_norm_eps: Epsilon of every LayerNorm.
         initializer_range: Standard deviation of the normal initialisation.
         bos_token_id, eos_token_id: `<|endoftext|>` in GPT-2's vocabulary.
+        classifier_bias: Whether the sequence classifier's `score` layer has a bias. GPT-2's has none; the book's
+            chapter-6 head, `Linear(emb_dim, num_classes)`, has one.
+        classifier_pooling: Which position's hidden state the sequence classifier reads. "last_non_padding" (GPT-2's):
+            each row's rightmost token that is not `pad_token_id`, so right- and left-padded batches classify each
+            text by its last real token. "last_position" (the book's chapter 6, `logits[:, -1, :]`): the last
+            position, whatever token sits there.
+
+    The task heads also read transformers' standard fields: `num_labels`, `id2label`, `label2id`, `problem_type`
+    ("regression", "single_label_classification" or "multi_label_classification") and `pad_token_id`.
     """
 
     model_type = "gpt2edu"
@@ -48,6 +60,8 @@ class GPT2EduConfig(PreTrainedConfig):
     bos_token_id: int | None = 50256
     eos_token_id: int | None = 50256
     pad_token_id: int | None = None
+    classifier_bias: bool = False
+    classifier_pooling: str = "last_non_padding"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -72,6 +86,13 @@ class GPT2EduConfig(PreTrainedConfig):
             raise ValueError(f"GPT2EduConfig: drop_rate must be in [0, 1), got {self.drop_rate!r}; 0.1 is GPT-2's.")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"GPT2EduConfig: layer_norm_eps must be positive, got {self.layer_norm_eps!r}.")
+        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
+            raise ValueError(
+                f"GPT2EduConfig: classifier_pooling must be one of {CLASSIFIER_POOLINGS}, got "
+                f"{self.classifier_pooling!r}; 'last_non_padding' is GPT-2's, 'last_position' the book's chapter 6."
+            )
+        if not isinstance(self.classifier_bias, bool):
+            raise ValueError(f"GPT2EduConfig: classifier_bias must be True or False, got {self.classifier_bias!r}.")
 
 
 __all__ = ["GPT2EduConfig"]
