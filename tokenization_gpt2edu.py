@@ -10,6 +10,11 @@ reads on its own.
 
 Tools built for OpenAI's own GPT-2 folders (transformers 4.x, llama.cpp's `convert_hf_to_gguf.py`, optimum) expect the
 files `openai-community/gpt2` ships: `save_gpt2_tokenizer(folder, openai_layout=True)` writes those.
+
+An instruction model (the book's chapter 7) reads its prompts in the Alpaca format. `gpt2_tokenizer(chat_template=
+"alpaca")` carries that format as a chat template (gpt2edu/chat_templates/alpaca.jinja), so `apply_chat_template`,
+TRL's `SFTTrainer` and `pipeline("text-generation")` write the book's prompts; `save_pretrained` saves it as
+`chat_template.jinja` beside the tokenizer, and `add_chat_template` adds it to a tokenizer or a saved folder.
 """
 
 import functools
@@ -18,6 +23,7 @@ import json
 import os
 import shutil
 from importlib.metadata import version
+from importlib.resources import files
 from pathlib import Path
 
 import tiktoken
@@ -25,13 +31,16 @@ from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import r50k_pat_str
 from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 import gpt2edu_bpe
+from gpt2edu.files import atomic_write
 
 ENDOFTEXT = "<|endoftext|>"  # GPT-2's only special token (id 50256): it separates documents
 CONTEXT_LENGTH = 1024  # GPT-2's context window, in tokens
+CHAT_TEMPLATES = ("alpaca",)  # the chat templates that ship with gpt2edu, as gpt2edu/chat_templates/NAME.jinja
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers reads a saved tokenizer's chat template
 
 
 # GPT-2's BPE files ship with the project (the gpt2edu_bpe folder), with the SHA-256 tiktoken checks them against.
@@ -89,7 +98,9 @@ class _EncodingConverter(TikTokenConverter):
         return self.encoding._mergeable_ranks
 
 
-def gpt2_tokenizer(model_max_length: int = CONTEXT_LENGTH) -> PreTrainedTokenizerFast:
+def gpt2_tokenizer(
+    model_max_length: int = CONTEXT_LENGTH, chat_template: str | None = None
+) -> PreTrainedTokenizerFast:
     """Build GPT-2's tokenizer as a fast Hugging Face tokenizer, with exactly tiktoken's token ids.
 
     `<|endoftext|>` is always read as the special token (id 50256), like tiktoken's
@@ -97,6 +108,8 @@ def gpt2_tokenizer(model_max_length: int = CONTEXT_LENGTH) -> PreTrainedTokenize
 
     Args:
         model_max_length: The model's context, in tokens: where `tokenizer(text, truncation=True)` cuts.
+        chat_template: The name of a chat template that ships with gpt2edu (`CHAT_TEMPLATES`: "alpaca", the book's
+            chapter-7 prompt), for an instruction model; None for none.
 
     Returns:
         A new tokenizer; `save_pretrained` writes it for plain `AutoTokenizer.from_pretrained`.
@@ -106,7 +119,7 @@ def gpt2_tokenizer(model_max_length: int = CONTEXT_LENGTH) -> PreTrainedTokenize
     backend = _EncodingConverter(encoding).converted()
     # HF: `PreTrainedTokenizerFast` (transformers 5 calls it `TokenizersBackend`) loads tokenizer.json as it is.
     # A model class such as `GPT2Tokenizer` would rebuild its own pipeline from the vocabulary and merges instead.
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         model_max_length=model_max_length,
         bos_token=ENDOFTEXT,
@@ -116,6 +129,9 @@ def gpt2_tokenizer(model_max_length: int = CONTEXT_LENGTH) -> PreTrainedTokenize
         # chooses a pad token itself.
         clean_up_tokenization_spaces=False,  # decode must give back the exact text, spaces included
     )
+    if chat_template is not None:
+        tokenizer.chat_template = read_chat_template(chat_template)
+    return tokenizer
 
 
 def openai_gpt2_backend() -> Tokenizer:
@@ -164,7 +180,10 @@ def tokenizer_cache_dir() -> Path:
 
 
 def save_gpt2_tokenizer(
-    folder: str | os.PathLike, model_max_length: int = CONTEXT_LENGTH, openai_layout: bool = False
+    folder: str | os.PathLike,
+    model_max_length: int = CONTEXT_LENGTH,
+    openai_layout: bool = False,
+    chat_template: str | None = None,
 ) -> None:
     """Write GPT-2's tokenizer files (what `gpt2_tokenizer(model_max_length).save_pretrained(folder)` writes).
 
@@ -177,6 +196,8 @@ def save_gpt2_tokenizer(
         model_max_length: The model's context, in tokens: where `tokenizer(text, truncation=True)` cuts.
         openai_layout: Write the files `openai-community/gpt2` ships instead (`save_openai_layout`), for GPT-2
             folders that tools built for OpenAI's read: the same token ids.
+        chat_template: The name of a chat template that ships with gpt2edu, written as `chat_template.jinja` (what
+            `save_pretrained` writes for a tokenizer with a template); None for none.
     """
     libraries = [f"{name}=={version(name)}" for name in ("tiktoken", "tokenizers", "transformers")]
     key = hashlib.sha256(" ".join(libraries).encode() + Path(__file__).read_bytes()).hexdigest()[:16]
@@ -198,6 +219,8 @@ def save_gpt2_tokenizer(
         for file in cached.iterdir():
             shutil.copyfile(file, Path(folder) / file.name)
     set_model_max_length(Path(folder), model_max_length)
+    if chat_template is not None:
+        (Path(folder) / CHAT_TEMPLATE_FILE).write_text(read_chat_template(chat_template), encoding="utf-8")
 
 
 def set_model_max_length(folder: Path, model_max_length: int) -> None:
@@ -208,3 +231,85 @@ def set_model_max_length(folder: Path, model_max_length: int) -> None:
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config["model_max_length"] = model_max_length
     config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# --- chat templates: the book's chapter-7 prompt format --------------------------------------------------------------
+
+
+def read_chat_template(name: str) -> str:
+    """The text of a chat template that ships with gpt2edu ("alpaca": the book's chapter-7 prompt format)."""
+    if name not in CHAT_TEMPLATES:
+        raise ValueError(f"unknown chat template {name!r}; gpt2edu ships: {', '.join(CHAT_TEMPLATES)}")
+    return (files("gpt2edu") / "chat_templates" / f"{name}.jinja").read_text(encoding="utf-8")
+
+
+def alpaca_messages(entry: dict[str, str]) -> list[dict[str, str]]:
+    """One of the book's instruction entries ({"instruction", "input", "output"}) as messages for the template.
+
+    The instruction is a user message; a non-empty input is a second user message right after it (the template
+    writes it under "### Input:"); the output, where the entry has one, is the assistant's message.
+    """
+    messages = [{"role": "user", "content": entry["instruction"]}]
+    if entry.get("input"):
+        messages.append({"role": "user", "content": entry["input"]})
+    if "output" in entry:
+        messages.append({"role": "assistant", "content": entry["output"]})
+    return messages
+
+
+def check_chat_template_fits(tokenizer: PreTrainedTokenizerBase, vocab_size: int | None = None) -> None:
+    """Refuse a tokenizer (and model) that cannot hold our chat templates.
+
+    Each response ends with the tokenizer's end-of-text token (GPT-2's `<|endoftext|>`, id 50256): the model learns
+    to write it and generation stops at it. So the tokenizer must have that token, as one token, and the model's
+    vocabulary (`vocab_size`, when given) must reach its id.
+
+    Raises:
+        ValueError: Naming what is missing.
+    """
+    eos = tokenizer.eos_token
+    eos_id = tokenizer.convert_tokens_to_ids(eos) if eos is not None else None
+    if eos is None or eos_id is None or eos_id == tokenizer.unk_token_id:
+        raise ValueError(
+            "a chat template needs an end-of-text token to end each response, and this tokenizer has none; "
+            "use GPT-2's tokenizer (tokenization_gpt2edu.gpt2_tokenizer())"
+        )
+    if vocab_size is not None and eos_id >= vocab_size:
+        raise ValueError(
+            f"a chat template ends each response with {eos} (id {eos_id}), but the model's vocabulary has only "
+            f"{vocab_size} tokens (vocab_size {vocab_size}); an instruction model needs GPT-2's {eos_id + 1}"
+        )
+
+
+def add_chat_template(
+    target: PreTrainedTokenizerBase | str | os.PathLike, name: str = "alpaca"
+) -> PreTrainedTokenizerBase | None:
+    """Give a tokenizer, or a saved model folder, the chat template `name` (the book's Alpaca prompt by default).
+
+    Args:
+        target: A tokenizer (it gets `chat_template`; `save_pretrained` then writes chat_template.jinja), or a folder
+            holding a saved tokenizer (and the model's config.json, whose vocab_size is checked): chat_template.jinja
+            is written into it, replacing one that is there.
+        name: One of `CHAT_TEMPLATES`.
+
+    Returns:
+        The tokenizer, when `target` is one; None for a folder.
+
+    Raises:
+        ValueError: For an unknown name, or a tokenizer or model that cannot hold the template
+            (`check_chat_template_fits`).
+    """
+    template = read_chat_template(name)
+    if isinstance(target, PreTrainedTokenizerBase):
+        check_chat_template_fits(target)
+        target.chat_template = template
+        return target
+    from transformers import AutoTokenizer
+
+    folder = Path(target)
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    check_chat_template_fits(AutoTokenizer.from_pretrained(folder), config.get("vocab_size"))
+    with atomic_write(folder, into=True) as staging:
+        (staging / CHAT_TEMPLATE_FILE).write_text(template, encoding="utf-8")
+    return None
