@@ -9,6 +9,7 @@
   its flags, corpus, checkpoints, guards (output folder, stop signals, divergence, full disk) and reports.
 - `convert_sources`, `convert_outputs`: beside convert_checkpoint.py's tables and maps, reading and checking what it
   converts, and writing and verifying what it produces; `gguf_export`: the GGUF file llama.cpp runs.
+- `transformer_lens_adapter`: TransformerLens' architecture adapter for gpt2edu models (`TransformerBridge`).
 - `seed`: the seed's public functions by their names (`create_dataloader_v1`, `train_model_simple`, ...), also
   importable from here: `from gpt2edu import train_model_simple`. They are imported on first use, so that the
   programs, which import this package, do not load them.
