@@ -130,7 +130,6 @@ class GPT2EduArchitectureAdapter(ArchitectureAdapter):
         self.cfg.gated_mlp = False
         self.cfg.attn_only = False
         self.cfg.act_fn = "gelu_new"
-        self.cfg.split_attention_weights = True
         # W_Q, W_K, W_V (n_heads, d_model, d_head) and W_O (n_heads, d_head, d_model) from nn.Linear's (out, in).
         self.weight_processing_conversions = self._qkvo_weight_conversions(include_biases=True)
         self.component_mapping = {
