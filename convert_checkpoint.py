@@ -40,13 +40,14 @@ StateDict = dict[str, torch.Tensor]
 # --- the name tables: seed <-> gpt2edu <-> transformers' GPT-2 ----------------------------------------------------
 
 # The model's top: seed name -> (gpt2edu name, GPT-2 name). gpt2edu keeps the seed's names; its body sits under
-# `model.`, as in every transformers *ForCausalLM, while the output head stays on top.
+# `model.`, as in every transformers *ForCausalLM, while the output head stays on top, as `lm_head` (the name
+# transformers and serving engines look for; gpt2edu's files keep the seed's `out_head.weight`: see read_hf_folder).
 TOP_NAMES = {
     "tok_emb.weight": ("model.tok_emb.weight", "transformer.wte.weight"),
     "pos_emb.weight": ("model.pos_emb.weight", "transformer.wpe.weight"),
     "final_norm.scale": ("model.final_norm.scale", "transformer.ln_f.weight"),
     "final_norm.shift": ("model.final_norm.shift", "transformer.ln_f.bias"),
-    "out_head.weight": ("out_head.weight", "lm_head.weight"),
+    "out_head.weight": ("lm_head.weight", "lm_head.weight"),
 }
 # Each block: the name under "trf_blocks.{i}." (seed) and "model.trf_blocks.{i}." (gpt2edu) -> the name under
 # "transformer.h.{i}." (GPT-2). Every GPT-2 weight in a block is a Conv1D, stored (in, out): the transpose of
@@ -111,7 +112,7 @@ def seed_to_gpt2edu_state_dict(state_dict: StateDict, n_layers: int, qkv_bias: b
     out = {
         ours: state_dict[seed] for seed, ours in seed_rename_table(n_layers, qkv_bias).items() if seed in state_dict
     }
-    out.setdefault("out_head.weight", out["model.tok_emb.weight"])
+    out.setdefault("lm_head.weight", out["model.tok_emb.weight"])
     return out
 
 
@@ -327,7 +328,9 @@ def read_hf_folder(folder: Path) -> Source:
     model_type, state_dict = sources.load_hf_folder(folder)
     if model_type == "gpt2edu":
         config = model_config = GPT2EduConfig.from_pretrained(folder)
-        model_class, head, embedding = GPT2EduForCausalLM, "out_head.weight", "model.tok_emb.weight"
+        model_class, head, embedding = GPT2EduForCausalLM, "lm_head.weight", "model.tok_emb.weight"
+        # HF: the file names the head out_head.weight (the seed's name), the model lm_head, as from_pretrained maps it
+        state_dict = {(head if name == "out_head.weight" else name): tensor for name, tensor in state_dict.items()}
     else:
         model_config = GPT2Config.from_pretrained(folder)
         config = gpt2_config_to_gpt2edu(model_config)

@@ -2,7 +2,8 @@
 
 Read it top to bottom in the order the ideas build on each other: LayerNorm, FeedForward, MultiHeadAttention,
 TransformerBlock, then the two models that stack them. Parameter names are the seed's (`tok_emb`, `trf_blocks`,
-`att.W_query`, `norm1.scale`, `out_head`, ...), so its checkpoints map over one to one.
+`att.W_query`, `norm1.scale`, ...), so its checkpoints map over one to one; the output head, the seed's `out_head`,
+is `lm_head` here, the name transformers and serving engines look for, and keeps `out_head` in saved checkpoints.
 
 What the Hugging Face ecosystem adds on top of the textbook model is small and marked `# HF:` where it appears:
 a key/value cache for `generate()`, attention masks for padded batches, and the `PreTrainedModel` plumbing that gives
@@ -17,6 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.conversion_mapping import WeightRenaming, register_checkpoint_conversion_mapping
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -109,6 +111,7 @@ class MultiHeadAttention(nn.Module):
         self.is_causal = True  # HF: read by transformers' attention kernels
         self.n_heads = config.n_heads
         self.head_dim = config.emb_dim // config.n_heads
+        self.scaling = self.head_dim**-0.5  # 1 / sqrt(head_dim) on the scores; HF: an attribute, as vLLM reads it
         self.W_query = nn.Linear(config.emb_dim, config.emb_dim, bias=config.qkv_bias)
         self.W_key = nn.Linear(config.emb_dim, config.emb_dim, bias=config.qkv_bias)
         self.W_value = nn.Linear(config.emb_dim, config.emb_dim, bias=config.qkv_bias)
@@ -159,7 +162,7 @@ class MultiHeadAttention(nn.Module):
             attention = eager_attention  # an sdpa mask (boolean or None) means the same to eager_attention
         dropout = self.dropout.p if self.training else 0.0
         context, attn_weights = attention(
-            self, q, k, v, attention_mask, dropout=dropout, scaling=self.head_dim**-0.5, **kwargs
+            self, q, k, v, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs
         )
         context = context.reshape(batch, seq_len, emb_dim)  # (batch, seq, n_heads, head_dim) -> (batch, seq, emb_dim)
         return self.out_proj(context), attn_weights
@@ -369,19 +372,25 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
     """GPT-2 with its output head: next-token logits over the vocabulary, a loss, and `generate()`."""
 
     # HF: when config.tie_word_embeddings is set, the output head shares the token embedding matrix (OpenAI's GPT-2).
-    _tied_weights_keys = {"out_head.weight": "model.tok_emb.weight"}
+    _tied_weights_keys = {"lm_head.weight": "model.tok_emb.weight"}
 
     def __init__(self, config: GPT2EduConfig):
         super().__init__(config)
         self.model = GPT2EduModel(config)
-        self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        # The seed's out_head (`model.out_head` still reaches it). HF: transformers and vLLM expect `lm_head`.
+        self.lm_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
         self.post_init()
+        self.register_load_state_dict_pre_hook(load_seed_head_name)  # HF: load_state_dict takes out_head.weight too
+
+    @property
+    def out_head(self) -> nn.Linear:
+        return self.lm_head
 
     def get_output_embeddings(self) -> nn.Linear:
-        return self.out_head
+        return self.lm_head
 
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
-        self.out_head = new_embeddings
+        self.lm_head = new_embeddings
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, cache: Cache | None = None, **kwargs):
         """HF: generate() past the context, as the seed's generate loop does it.
@@ -453,7 +462,7 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep > 0 else hidden_states
         else:
             hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.out_head(hidden_states)  # (batch, seq, vocab_size)
+        logits = self.lm_head(hidden_states)  # (batch, seq, vocab_size)
 
         loss = None
         if labels is not None:
@@ -571,6 +580,12 @@ def check_model_kwargs(config: GPT2EduConfig, kwargs: dict) -> None:
         raise ValueError("gpt2edu is a causal model without experts: is_causal=False and output_router_logits=True.")
 
 
+def load_seed_head_name(module, state_dict: dict, prefix: str, *args) -> None:
+    """HF: a state dict naming the head as the seed and saved checkpoints do, `out_head`, loads into `lm_head`."""
+    for name in [name for name in state_dict if name.startswith(prefix + "out_head.")]:
+        state_dict[prefix + "lm_head." + name.removeprefix(prefix + "out_head.")] = state_dict.pop(name)
+
+
 def positions_of_packed_sequences(cu_seq_lens: torch.Tensor, seq_len: int) -> torch.LongTensor:
     """HF: position_ids (1, seq_len) restarting at 0 at each sequence start of flash attention's `cu_seq_lens`."""
     positions = torch.arange(seq_len, device=cu_seq_lens.device)
@@ -578,6 +593,9 @@ def positions_of_packed_sequences(cu_seq_lens: torch.Tensor, seq_len: int) -> to
     return (positions - starts[torch.searchsorted(starts, positions, right=True) - 1])[None]
 
 
+# HF: checkpoints keep the seed's name for the head: from_pretrained (and vLLM, which reads the same table) loads
+# `out_head.weight` into `lm_head`, and save_pretrained writes it back as `out_head.weight`.
+register_checkpoint_conversion_mapping("GPT2EduForCausalLM", [WeightRenaming(r"^out_head", "lm_head")], overwrite=True)
 # HF: make the Auto classes know gpt2edu (AutoModelForCausalLM.from_pretrained works once this module is imported),
 # and have save_pretrained copy this file and the config's next to the weights for trust_remote_code users.
 AutoConfig.register("gpt2edu", GPT2EduConfig, exist_ok=True)

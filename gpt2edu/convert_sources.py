@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from configuration_gpt2edu import GPT2EduConfig
 
 from .cli import few, first_line
-from .loading import first_non_finite
+from .loading import checkpoint_names, first_non_finite
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def check_source_tensors(source: Source) -> None:
                 f"{source.description}: tensor {name} holds {str(tensor.dtype).removeprefix('torch.')} values, not "
                 "floating point weights; this is not a model checkpoint (or it was saved after a .long()/.int())"
             )
-    non_finite = first_non_finite(source.state_dict.items())
+    non_finite = first_non_finite(checkpoint_names(source.state_dict).items())  # the head as its files name it
     if non_finite:
         name, bad, total = non_finite
         raise ValueError(

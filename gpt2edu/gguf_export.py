@@ -35,7 +35,7 @@ TOP_NAMES = {
     "model.pos_emb.weight": "position_embd.weight",
     "model.final_norm.scale": "output_norm.weight",
     "model.final_norm.shift": "output_norm.bias",
-    "out_head.weight": "output.weight",  # absent for a tied head: llama.cpp then uses token_embd
+    "lm_head.weight": "output.weight",  # absent for a tied head: llama.cpp then uses token_embd
 }
 # Each block: the name under "model.trf_blocks.{i}." -> the name under "blk.{i}.". Query, key and value are one
 # matrix in llama.cpp's GPT-2, as in OpenAI's: their rows stacked in that order.

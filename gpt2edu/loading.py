@@ -56,6 +56,23 @@ def first_non_finite(tensors) -> tuple[str, int, int] | None:
     return None
 
 
+MISSING_OR_UNEXPECTED = ("missing_keys", "unexpected_keys")  # from_pretrained's loading info: lists of names
+
+
+def checkpoint_name(name: str) -> str:
+    """A gpt2edu tensor's name in its checkpoint files, to name it to the user.
+
+    gpt2edu's output head is `lm_head` in the model and `out_head.weight`, the seed's name, in its files (the renaming
+    modeling_gpt2edu registers with transformers); every other name is the same in both.
+    """
+    return "out_head.weight" if name == "lm_head.weight" else name
+
+
+def checkpoint_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A gpt2edu state dict under the names its checkpoint files use (`checkpoint_name`)."""
+    return {checkpoint_name(name): tensor for name, tensor in state_dict.items()}
+
+
 def device_count(device_type: str) -> int:
     """How many devices of a type (cuda, mps, xpu...) this PyTorch build can use here; 0 for none."""
     if device_type == "mps":
@@ -216,8 +233,14 @@ def load_checked_model(name_or_path: str, **from_pretrained_kwargs) -> PreTraine
         if local and (isinstance(error, SafetensorError) or pickled):
             raise ValueError(damaged_weights_message(name_or_path, error)) from error
         raise
+    state_dict = model.state_dict()
+    if model.config.model_type == "gpt2edu":  # name the head as the folder's files do
+        state_dict = checkpoint_names(state_dict)
+        mismatched = [(checkpoint_name(key), *shapes) for key, *shapes in info.get("mismatched_keys") or ()]
+        info = {**info, "mismatched_keys": mismatched}
+        info.update({kind: {checkpoint_name(key) for key in info.get(kind) or ()} for kind in MISSING_OR_UNEXPECTED})
     check_loading_info(name_or_path, info)
-    non_finite = first_non_finite(model.state_dict().items())
+    non_finite = first_non_finite(state_dict.items())
     if non_finite:
         name, bad, total = non_finite
         raise ValueError(
