@@ -386,6 +386,10 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
     def out_head(self) -> nn.Linear:
         return self.lm_head
 
+    def __setattr__(self, name: str, value) -> None:
+        # The book's `model.out_head = nn.Linear(...)` (chapter 6) replaces the head, as it does in the seed.
+        super().__setattr__("lm_head" if name == "out_head" else name, value)
+
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
