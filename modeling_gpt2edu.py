@@ -1,9 +1,10 @@
 """GPT-2, written from scratch, as a Hugging Face model.
 
 Read it top to bottom in the order the ideas build on each other: LayerNorm, FeedForward, MultiHeadAttention,
-TransformerBlock, then the two models that stack them. Parameter names are the seed's (`tok_emb`, `trf_blocks`,
-`att.W_query`, `norm1.scale`, ...), so its checkpoints map over one to one; the output head, the seed's `out_head`,
-is `lm_head` here, the name transformers and serving engines look for, and keeps `out_head` in saved checkpoints.
+TransformerBlock, then the models that stack them: the body, the language model, and the task heads on the same
+body (the book's chapter 6). Parameter names are the seed's (`tok_emb`, `trf_blocks`, `att.W_query`, `norm1.scale`,
+...), so its checkpoints map over one to one; the output head, the seed's `out_head`, is `lm_head` here, the name
+transformers and serving engines look for, and keeps `out_head` in saved checkpoints.
 
 What the Hugging Face ecosystem adds on top of the textbook model is small and marked `# HF:` where it appears:
 a key/value cache for `generate()`, attention masks for padded batches, and the `PreTrainedModel` plumbing that gives
@@ -15,15 +16,32 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    GenerationMixin,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.conversion_mapping import WeightRenaming, register_checkpoint_conversion_mapping
 from transformers.masking_utils import create_causal_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_layers import (
+    GenericForQuestionAnswering,
+    GenericForTokenClassification,
+    GradientCheckpointingLayer,
+)
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    SequenceClassifierOutputWithPast,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 # HF: transformers' remote-code loader copies this file next to configuration_gpt2edu.py and follows only relative
@@ -32,6 +50,8 @@ try:
     from .configuration_gpt2edu import GPT2EduConfig
 except ImportError:
     from configuration_gpt2edu import GPT2EduConfig
+
+logger = logging.get_logger(__name__)
 
 
 class LayerNorm(nn.Module):
@@ -480,6 +500,145 @@ class GPT2EduForCausalLM(GPT2EduPreTrainedModel, GenerationMixin):
         )
 
 
+# --- the task heads: the same body, another layer on top (the book's chapter 6) -----------------------------------
+
+
+def classified_position(config: GPT2EduConfig, input_ids: torch.LongTensor | None, batch: int) -> torch.Tensor | int:
+    """Which position of each row the sequence classifier reads (`config.classifier_pooling`).
+
+    "last_position" is the book's: the last position, whatever token sits there. "last_non_padding" is GPT-2's: the
+    rightmost token that is not `pad_token_id`, the last real token of a right- or a left-padded row alike.
+
+    Returns:
+        -1 (the last position of every row), or each row's position, (batch,).
+    """
+    if config.classifier_pooling == "last_position":
+        return -1
+    if config.classifier_pooling != "last_non_padding":
+        raise ValueError(
+            f"classifier_pooling must be 'last_non_padding' or 'last_position', got {config.classifier_pooling!r}."
+        )
+    if config.pad_token_id is None:
+        if batch != 1:  # GPT-2's error, and the fix
+            raise ValueError(
+                "Cannot handle batch sizes > 1 if no padding token is defined. Set config.pad_token_id to the token "
+                "the batch is padded with (the book pads with 50256, <|endoftext|>)."
+            )
+        return -1
+    if input_ids is None:
+        logger.warning_once("Padding cannot be seen in inputs_embeds: the classifier reads the last position.")
+        return -1
+    not_padding = (input_ids != config.pad_token_id).int()
+    positions = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
+    return (positions * not_padding).argmax(-1)  # the rightmost real token of each row
+
+
+class GPT2EduForSequenceClassification(GPT2EduPreTrainedModel):
+    """GPT-2 as a text classifier: a linear layer `score` on the hidden state of one token per text.
+
+    Written out rather than taken from transformers' `GenericForSequenceClassification` (which the two heads below
+    use): that one reads only GPT-2's token, the last that is not padding, with a `score` without bias; the book's
+    head reads the last position and has a bias (`config.classifier_pooling`, `config.classifier_bias`).
+    """
+
+    # HF: a causal-LM folder (its head saved as out_head.weight) loads with only `score` reported missing
+    _keys_to_ignore_on_load_unexpected = [r"^out_head\."]
+    # HF: the loss is a mean over the batch; so Trainer passes no token count and scales it for gradient accumulation
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: GPT2EduConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = GPT2EduModel(config)
+        # GPT-2's score has no bias; the book's chapter-6 head, Linear(emb_dim, num_classes), has one.
+        self.score = nn.Linear(config.emb_dim, config.num_labels, bias=config.classifier_bias)
+        self.post_init()
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        """One row of logits per text, and the loss when labels are given.
+
+        Args:
+            input_ids, attention_mask, position_ids, cache, use_cache, inputs_embeds, output_attentions,
+                output_hidden_states, **kwargs: As in `GPT2EduModel.forward`.
+            labels: (batch,) class ids for single-label classification (-100 is ignored), (batch, num_labels)
+                floats for multi-label, (batch,) floats for regression; `config.problem_type` says which, or is
+                inferred from them as transformers does.
+
+        Returns:
+            `SequenceClassifierOutputWithPast` with `loss`, `logits` (batch, num_labels), `cache`, and the
+            `hidden_states` and `attentions` when asked for.
+        """
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state  # (batch, seq, emb_dim)
+        batch = hidden_states.shape[0]
+        # Only the position read goes through the head: the logits the book picks from every position's, x[:, -1, :].
+        pooled = hidden_states[
+            torch.arange(batch, device=hidden_states.device), classified_position(self.config, input_ids, batch)
+        ]
+        logits = self.score(pooled)  # (batch, num_labels)
+
+        loss = None
+        if labels is not None:
+            # HF: transformers' loss for the three problem types: MSE, cross-entropy or binary cross-entropy
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        return SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class GPT2EduForTokenClassification(GenericForTokenClassification, GPT2EduPreTrainedModel):
+    """GPT-2 as a tagger: dropout, then a linear layer `score` giving every token its label logits.
+
+    HF: transformers' `GenericForTokenClassification` is the whole model: the body (`self.model`, made by AutoModel,
+    which knows GPT2EduModel from the bottom of this file), dropout `config.classifier_dropout` (0.1 when unset, as
+    GPT-2's), `score` with a bias, and the cross-entropy over the tokens that ignores -100 labels.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^out_head\."]
+    accepts_loss_kwargs = False  # HF: as the sequence classifier: its loss is a mean, not a sum over a token count
+
+
+class GPT2EduForQuestionAnswering(GenericForQuestionAnswering, GPT2EduPreTrainedModel):
+    """GPT-2 for extractive question answering: a linear layer `qa_outputs` giving each token a start and end logit.
+
+    HF: transformers' `GenericForQuestionAnswering` is the whole model, as for the tagger; it looks for the token
+    embedding under `embed_tokens`, so point it back at ours (`tok_emb`).
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^out_head\."]
+    get_input_embeddings = GPT2EduPreTrainedModel.get_input_embeddings
+    set_input_embeddings = GPT2EduPreTrainedModel.set_input_embeddings
+
+
 # --- after the models: a faster loss, and what transformers' callers hand the models -----------------------------
 
 
@@ -608,5 +767,19 @@ AutoModelForCausalLM.register(GPT2EduConfig, GPT2EduForCausalLM, exist_ok=True)
 GPT2EduConfig.register_for_auto_class()
 GPT2EduModel.register_for_auto_class("AutoModel")
 GPT2EduForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+for auto_class, head in (
+    (AutoModelForSequenceClassification, GPT2EduForSequenceClassification),
+    (AutoModelForTokenClassification, GPT2EduForTokenClassification),
+    (AutoModelForQuestionAnswering, GPT2EduForQuestionAnswering),
+):
+    auto_class.register(GPT2EduConfig, head, exist_ok=True)
+    head.register_for_auto_class(auto_class.__name__)
 
-__all__ = ["GPT2EduModel", "GPT2EduForCausalLM", "GPT2EduPreTrainedModel"]
+__all__ = [
+    "GPT2EduModel",
+    "GPT2EduForCausalLM",
+    "GPT2EduForSequenceClassification",
+    "GPT2EduForTokenClassification",
+    "GPT2EduForQuestionAnswering",
+    "GPT2EduPreTrainedModel",
+]
