@@ -71,8 +71,9 @@ def folders(tokenizer, tmp_path_factory) -> dict:
     gpt2.load_state_dict(gpt2edu_to_gpt2_state_dict(model.state_dict(), model.config.n_layers))
     other = scrambled(tiny_config(n_layers=3, n_heads=2, emb_dim=48, context_length=160, **gpt2_vocab))
     result = {}
+    names = {"gpt2edu": "random-gpt2edu-2x4", "gpt2": "gpt2", "other": "other"}  # the first names the screenshot's
     for kind, saved in (("gpt2edu", model), ("gpt2", gpt2), ("other", other)):
-        result[kind] = tmp_path_factory.mktemp(kind)
+        result[kind] = tmp_path_factory.mktemp(names[kind], numbered=False)
         saved.save_pretrained(result[kind])
         tokenizer.save_pretrained(result[kind])
     # A model without attention: a Mamba (state-space) model, which transformers loads as a causal LM.
@@ -377,22 +378,27 @@ def processed(logits: torch.Tensor, temperature: float, top_k: int, top_p: float
     return scores[0].softmax(dim=-1)
 
 
-@pytest.mark.parametrize("settings", [(0.7, 0, 1.0), (1.6, 4, 1.0), (1.0, 0, 0.5), (0.8, 20, 0.9), (2.5, 0, 0.3)])
-def test_sampling_controls_give_transformers_probabilities(browser, runs, settings):
+SAMPLING_SETTINGS = [(0.7, 0, 1.0), (1.6, 4, 1.0), (1.0, 0, 0.5), (0.8, 20, 0.9), (2.5, 0, 0.3)]
+
+
+def test_sampling_controls_give_transformers_probabilities(browser, runs):
     path, record, _ = runs["gpt2edu"]
     page, _, errors = open_page(browser, path)
-    temperature, top_k, top_p = settings
-    page.fill("#temperature", str(temperature))
-    page.fill("#top-k", str(top_k))
-    page.fill("#top-p", str(top_p))
-    rows = page.eval_on_selector_all(
-        "#next-table tr.next-row", "rows => rows.map(r => [+r.dataset.tokenId, +r.dataset.prob])"
-    )
-    expected = processed(torch.tensor(record["next_logits"]), temperature, top_k, top_p)
-    assert [token_id for token_id, _ in rows] == [item["token_id"] for item in record["next_token"]]
-    got = torch.tensor([prob for _, prob in rows], dtype=torch.float32)
-    torch.testing.assert_close(got, expected[[token_id for token_id, _ in rows]], rtol=1e-5, atol=1e-7)
-    assert 0 < int((expected > 0).sum()) < expected.numel() or settings == (0.7, 0, 1.0)
+    for settings in SAMPLING_SETTINGS:  # (temperature, top-k, top-p), each set as a user sets it
+        temperature, top_k, top_p = settings
+        page.fill("#temperature", str(temperature))
+        page.fill("#top-k", str(top_k))
+        page.fill("#top-p", str(top_p))
+        rows = page.eval_on_selector_all(
+            "#next-table tr.next-row", "rows => rows.map(r => [+r.dataset.tokenId, +r.dataset.prob])"
+        )
+        expected = processed(torch.tensor(record["next_logits"]), temperature, top_k, top_p)
+        assert [token_id for token_id, _ in rows] == [item["token_id"] for item in record["next_token"]]
+        got = torch.tensor([prob for _, prob in rows], dtype=torch.float32)
+        torch.testing.assert_close(got, expected[[token_id for token_id, _ in rows]], rtol=1e-5, atol=1e-7)
+        if top_k or top_p < 1:  # the setting cuts the vocabulary: the page agrees on which tokens remain
+            kept = int(page.inner_text("#next-summary").split(": ", 1)[1].split(" of ")[0])
+            assert kept == int((expected > 0).sum()) < expected.numel(), settings
     assert errors == []
 
 

@@ -396,7 +396,7 @@ function drawResidualStream() {
     { name: "attention adds", cls: "attn", points: attention.map((row, block) => [block + 0.5, row[p]]) },
     { name: "MLP adds", cls: "mlp", points: mlp.map((row, block) => [block + 1, row[p]]) },
   ];
-  const width = 560, height = 260, left = 56, bottom = 40, top = 28;
+  const width = 560, height = 280, left = 56, bottom = 40, top = 48;
   const max = Math.max(...series.flatMap((s) => s.points.map(([, y]) => y))) * 1.08 || 1;
   const x = (layer) => left + (layer / Math.max(nLayers, 1)) * (width - left - 16);
   const y = (value) => top + (1 - value / max) * (height - top - bottom);
@@ -419,7 +419,7 @@ function drawResidualStream() {
     chart.append(svg("polyline", { class: `line ${s.cls}`,
       points: s.points.map(([a, b]) => `${x(a)},${y(b)}`).join(" ") }));
     s.points.forEach(([a, b]) => chart.append(svg("circle", { cx: x(a), cy: y(b), r: 3, class: `dot ${s.cls}` })));
-    chart.append(svg("text", { x: width - 150, y: top + 14 + 16 * i, class: `legend ${s.cls}` }, s.name));
+    chart.append(svg("text", { x: left + 130 * i, y: 36, class: `legend ${s.cls}` }, `● ${s.name}`));
   });
   document.getElementById("residual-chart").replaceChildren(chart);
 
