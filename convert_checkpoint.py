@@ -8,13 +8,16 @@
     python convert_checkpoint.py gpt2_model.pth model.gguf --dtype float16  # any source -> GGUF, for llama.cpp
     python convert_checkpoint.py gpt2_model.pth out --push-to-hub you/gpt2edu-124m
 
-Every conversion goes through gpt2edu's layout: source -> gpt2edu -> target. The file reads in that order: the name
-tables (one table per part of the model: seed name -> gpt2edu name -> GPT-2 name, read backwards on the way back),
-the pure maps from state dict to state dict and config to config, `read_source`, `build_model`, then `convert()`.
+Every conversion goes through gpt2edu's layout: source -> gpt2edu -> target. What it rests on comes first, imported
+by name from gpt2edu/convert_maps.py, the file to read first: the name tables (one table per part of the model:
+seed name -> gpt2edu name -> GPT-2 name, read backwards on the way back) and the pure maps from state dict to state
+dict and config to config. They live in the library because more than this program reads checkpoints: every program
+takes a seed .pth file as a model (gpt2edu/loading.py), and the seed's API saves and loads that form. Then this file:
+`convert()`, which reads (`read_source`), builds (`build_model`) and writes, and the command line.
 What keeps it safe sits beside it: gpt2edu/convert_sources.py reads untrusted checkpoints (weights-only unpickling)
-and checks them; gpt2edu/convert_outputs.py writes into a staging folder, loads the result back as a user will,
-compares every parameter with the source, and only then moves it into place. gpt2edu/gguf_export.py writes a GGUF
-file (llama.cpp's gpt2 architecture) from gpt2edu's layout, with its own name table.
+and checks them; gpt2edu/convert_outputs.py builds the model, writes it into a staging folder, loads the result back
+as a user will, compares every parameter with the source, and only then moves it into place. gpt2edu/gguf_export.py
+writes a GGUF file (llama.cpp's gpt2 architecture) from gpt2edu's layout, with its own name table.
 """
 
 import argparse
@@ -22,373 +25,39 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
-from configuration_gpt2edu import GPT2EduConfig
 from gpt2edu import convert_outputs as outputs
 from gpt2edu import convert_sources as sources
 from gpt2edu import gguf_export
 from gpt2edu.cli import EXIT_INTERRUPTED, EXIT_OK, OneLineErrorParser, UsageError, quiet_logs, report
-from gpt2edu.convert_sources import Source
+
+# --- the name tables and the pure maps (gpt2edu/convert_maps.py), by name -----------------------------------------
+from gpt2edu.convert_maps import (  # noqa: F401  (imported by name to be met here; users and tests import them too)
+    BLOCK_NAMES,  # each block's weights: seed and gpt2edu name -> GPT-2's (query, key and value fused in c_attn)
+    CLASSIFIER_HEAD_NAMES,  # the book's chapter-6 head, out_head -> the sequence classifier's score
+    SEED_CONFIG_FIELDS,  # the seed's config, the dict the book passes to GPTModel(cfg)
+    TOP_NAMES,  # embeddings, final norm and output head: seed name -> (gpt2edu name, GPT-2 name)
+    gpt2_config_to_gpt2edu,
+    gpt2_rename_table,
+    gpt2_to_gpt2edu_state_dict,
+    gpt2edu_config_to_gpt2,
+    gpt2edu_to_gpt2_state_dict,
+    gpt2edu_to_seed_state_dict,
+    normalize_gpt2_keys,
+    seed_config_to_gpt2edu,
+    seed_rename_table,
+    seed_to_gpt2edu_state_dict,
+    strip_wrapper_prefixes,
+)
+from gpt2edu.convert_outputs import build_model
+from gpt2edu.convert_sources import Source, read_seed_checkpoint, read_source  # noqa: F401  (Source: for users)
 from gpt2edu.files import atomic_write
-from gpt2edu.loading import looks_like_hub_id
 from modeling_gpt2edu import GPT2EduForCausalLM
 
 PROG = "convert_checkpoint.py"
-StateDict = dict[str, torch.Tensor]
-
-# --- the name tables: seed <-> gpt2edu <-> transformers' GPT-2 ----------------------------------------------------
-
-# The model's top: seed name -> (gpt2edu name, GPT-2 name). gpt2edu keeps the seed's names; its body sits under
-# `model.`, as in every transformers *ForCausalLM, while the output head stays on top, as `lm_head` (the name
-# transformers and serving engines look for; gpt2edu's files keep the seed's `out_head.weight`: see read_hf_folder).
-TOP_NAMES = {
-    "tok_emb.weight": ("model.tok_emb.weight", "transformer.wte.weight"),
-    "pos_emb.weight": ("model.pos_emb.weight", "transformer.wpe.weight"),
-    "final_norm.scale": ("model.final_norm.scale", "transformer.ln_f.weight"),
-    "final_norm.shift": ("model.final_norm.shift", "transformer.ln_f.bias"),
-    "out_head.weight": ("lm_head.weight", "lm_head.weight"),
-}
-# Each block: the name under "trf_blocks.{i}." (seed) and "model.trf_blocks.{i}." (gpt2edu) -> the name under
-# "transformer.h.{i}." (GPT-2). Every GPT-2 weight in a block is a Conv1D, stored (in, out): the transpose of
-# nn.Linear's (out, in). GPT-2 fuses query, key and value side by side in one c_attn.
-BLOCK_NAMES = {
-    "att.W_query.weight": "attn.c_attn.weight",
-    "att.W_key.weight": "attn.c_attn.weight",
-    "att.W_value.weight": "attn.c_attn.weight",
-    "att.out_proj.weight": "attn.c_proj.weight",
-    "att.out_proj.bias": "attn.c_proj.bias",
-    "ff.layers.0.weight": "mlp.c_fc.weight",
-    "ff.layers.0.bias": "mlp.c_fc.bias",
-    "ff.layers.2.weight": "mlp.c_proj.weight",
-    "ff.layers.2.bias": "mlp.c_proj.bias",
-    "norm1.scale": "ln_1.weight",
-    "norm1.shift": "ln_1.bias",
-    "norm2.scale": "ln_2.weight",
-    "norm2.shift": "ln_2.bias",
-    "att.W_query.bias": "attn.c_attn.bias",  # the qkv biases: the seed has them only with qkv_bias=True
-    "att.W_key.bias": "attn.c_attn.bias",
-    "att.W_value.bias": "attn.c_attn.bias",
-}
-QKV = ("W_query", "W_key", "W_value")  # their order in GPT-2's fused c_attn
-QKV_BIASES = tuple(f"att.{name}.bias" for name in QKV)
-FUSED_QKV = ("attn.c_attn.weight", "attn.c_attn.bias")
-SEED_BUFFER_KEYS = ("att.mask",)  # the causal mask, a buffer the seed saves with its weights: not carried over
-# Causal-mask buffers that old transformers versions saved in pytorch_model.bin files.
-GPT2_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
-# Prefixes that wrappers put in front of every key: torch.compile's and DistributedDataParallel's.
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-SEED_CONFIG_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")
 
 
-def seed_rename_table(n_layers: int, qkv_bias: bool) -> dict[str, str]:
-    """Seed name -> gpt2edu name, for every weight of a seed model with this many blocks."""
-    table = {seed: ours for seed, (ours, _) in TOP_NAMES.items()}
-    names = [name for name in BLOCK_NAMES if qkv_bias or name not in QKV_BIASES]
-    for i in range(n_layers):
-        table.update({f"trf_blocks.{i}.{name}": f"model.trf_blocks.{i}.{name}" for name in names})
-    return table
-
-
-def gpt2_rename_table(n_layers: int) -> dict[str, str]:
-    """gpt2edu name -> GPT-2 name, for every weight of a GPT-2 with this many blocks (q, k and v share c_attn)."""
-    table = dict(TOP_NAMES.values())
-    for i in range(n_layers):
-        table.update(
-            {f"model.trf_blocks.{i}.{ours}": f"transformer.h.{i}.{gpt2}" for ours, gpt2 in BLOCK_NAMES.items()}
-        )
-    return table
-
-
-# --- pure maps: state dicts ----------------------------------------------------------------------------------------
-
-
-def seed_to_gpt2edu_state_dict(state_dict: StateDict, n_layers: int, qkv_bias: bool) -> StateDict:
-    """Rename a seed state dict (prefixes already stripped) into gpt2edu's layout, dropping the causal-mask buffers.
-
-    The tensors are not copied: the result holds the very same tensors under their new names. A state dict without
-    `out_head.weight` (a tied head) gets the token embedding as its head.
-    """
-    out = {
-        ours: state_dict[seed] for seed, ours in seed_rename_table(n_layers, qkv_bias).items() if seed in state_dict
-    }
-    out.setdefault("lm_head.weight", out["model.tok_emb.weight"])
-    return out
-
-
-def gpt2edu_to_seed_state_dict(state_dict: StateDict, config: GPT2EduConfig) -> StateDict:
-    """gpt2edu's layout back to the seed's: its names, a head of its own, and each block's `att.mask` buffer.
-
-    The seed's `GPTModel` registers the causal mask (1 above the diagonal) as a buffer, which its `state_dict()`
-    includes and `load_state_dict(strict=True)` expects; it is stored in the weights' dtype, as `model.to(dtype)`
-    leaves it.
-    """
-    out = {}
-    for seed, ours in seed_rename_table(config.n_layers, config.qkv_bias).items():
-        tensor = state_dict[ours]
-        if seed == "out_head.weight" and tensor is state_dict["model.tok_emb.weight"]:
-            tensor = tensor.clone()  # the seed's head is a parameter of its own, saved as its own tensor
-        out[seed] = tensor
-    dtype = state_dict["model.tok_emb.weight"].dtype
-    mask = torch.triu(torch.ones(config.context_length, config.context_length), diagonal=1).to(dtype)
-    for i in range(config.n_layers):
-        out[f"trf_blocks.{i}.att.mask"] = mask.clone()  # one per block, as the seed's model saves them
-    return out
-
-
-def gpt2_to_gpt2edu_state_dict(state_dict: StateDict, n_layers: int) -> StateDict:
-    """Rename and reshape a transformers GPT2LMHeadModel state dict into gpt2edu's layout."""
-    out = {}
-    for ours, gpt2 in gpt2_rename_table(n_layers).items():
-        if gpt2 == "lm_head.weight" and gpt2 not in state_dict:
-            gpt2 = "transformer.wte.weight"  # tied checkpoints may omit lm_head
-        tensor = state_dict[gpt2]
-        if gpt2.startswith("transformer.h.") and tensor.dim() == 2:
-            tensor = tensor.t()  # Conv1D (in, out) -> nn.Linear (out, in)
-        if gpt2.endswith(FUSED_QKV):  # query, key or value: its third of c_attn, (3 * emb_dim, ...) -> (emb_dim, ...)
-            third = tensor.chunk(3)[QKV.index(ours.split(".")[-2])]
-            # In storage of its own: safetensors refuses to write views that share memory.
-            tensor = third.clone(memory_format=torch.contiguous_format)
-        out[ours] = tensor.contiguous()
-    return out
-
-
-def gpt2edu_to_gpt2_state_dict(state_dict: StateDict, n_layers: int) -> StateDict:
-    """Rename and reshape a gpt2edu state dict into transformers GPT2LMHeadModel's layout (zero qkv bias if absent)."""
-    out, thirds = {}, {}
-    for ours, gpt2 in gpt2_rename_table(n_layers).items():
-        if ours not in state_dict and ours.endswith(QKV_BIASES):
-            # The seed's attention has no qkv bias; GPT-2's always has one, so a zero bias computes the same thing.
-            tensor = torch.zeros_like(state_dict[ours.replace(".bias", ".weight")][:, 0])
-        else:
-            tensor = state_dict[ours]
-        if gpt2.startswith("transformer.h.") and tensor.dim() == 2:
-            tensor = tensor.t()  # nn.Linear (out, in) -> Conv1D (in, out)
-        if gpt2.endswith(FUSED_QKV):
-            thirds.setdefault(gpt2, []).append(tensor)  # in QKV order, as the table lists them
-        else:
-            out[gpt2] = tensor.contiguous()
-    # c_attn: query, key and value side by side, weight (emb_dim, 3 * emb_dim) and bias (3 * emb_dim).
-    out.update({gpt2: torch.cat(parts, dim=-1) for gpt2, parts in thirds.items()})
-    return out
-
-
-def strip_wrapper_prefixes(state_dict: StateDict) -> StateDict:
-    """Remove torch.compile's `_orig_mod.` and DDP's `module.` from the front of every key (in any nesting)."""
-    out = {}
-    for key, tensor in state_dict.items():
-        name = key
-        while name.startswith(WRAPPER_PREFIXES):
-            name = name.split(".", 1)[1]
-        if name in out:
-            raise ValueError(f"the state dict holds {name!r} twice, with and without a wrapper prefix")
-        out[name] = tensor
-    return out
-
-
-def normalize_gpt2_keys(state_dict: StateDict) -> StateDict:
-    """Give a GPT-2 state dict GPT2LMHeadModel's key names: drop old mask buffers, add `transformer.` where missing.
-
-    OpenAI's weights on the Hub were saved from the bare GPT2Model, whose keys lack the `transformer.` prefix.
-    """
-    out = {}
-    for key, tensor in state_dict.items():
-        if key.endswith(GPT2_BUFFER_SUFFIXES):
-            continue
-        out[key if key.startswith(("transformer.", "lm_head.")) else "transformer." + key] = tensor
-    return out
-
-
-def seed_head_is_embedding(state_dict: StateDict) -> bool:
-    """Whether a seed state dict's output head is its token embedding: absent, the same memory, or equal bits.
-
-    The book ties the head for OpenAI's weights (`model.out_head.weight = model.tok_emb.weight`); torch.save keeps the
-    two names on one storage, and a copy of the same values computes the same model.
-    """
-    head, embedding = state_dict.get("out_head.weight"), state_dict.get("tok_emb.weight")
-    if head is None:
-        return True
-    if embedding is None or head.shape != embedding.shape or head.dtype != embedding.dtype:
-        return False
-    same_memory = head.data_ptr() == embedding.data_ptr() and head.stride() == embedding.stride()
-    return same_memory or outputs.same_bits(head, embedding)
-
-
-# --- pure maps: configs --------------------------------------------------------------------------------------------
-
-
-def gpt2_config_to_gpt2edu(config: GPT2Config) -> GPT2EduConfig:
-    """The gpt2edu config of a transformers GPT-2; raises ValueError for GPT-2 variants gpt2edu cannot express."""
-    unsupported = {
-        "activation_function": (config.activation_function, ("gelu_new", "gelu_pytorch_tanh")),
-        "n_inner": (config.n_inner, (None, 4 * config.n_embd)),
-        "scale_attn_weights": (config.scale_attn_weights, (True,)),
-        "scale_attn_by_inverse_layer_idx": (config.scale_attn_by_inverse_layer_idx, (False,)),
-        "add_cross_attention": (config.add_cross_attention, (False,)),
-    }
-    for name, (value, allowed) in unsupported.items():
-        if value not in allowed:
-            raise ValueError(f"GPT-2 config has {name}={value!r}; gpt2edu supports only {allowed}.")
-    if len({config.resid_pdrop, config.embd_pdrop, config.attn_pdrop}) != 1:
-        raise ValueError("GPT-2 config uses different dropout rates; gpt2edu has one drop_rate for all three.")
-    return GPT2EduConfig(
-        vocab_size=config.vocab_size,
-        context_length=config.n_positions,
-        emb_dim=config.n_embd,
-        n_heads=config.n_head,
-        n_layers=config.n_layer,
-        drop_rate=float(config.resid_pdrop),
-        qkv_bias=True,
-        tie_word_embeddings=bool(config.tie_word_embeddings),
-        layer_norm_eps=config.layer_norm_epsilon,
-        initializer_range=config.initializer_range,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-    )
-
-
-def gpt2edu_config_to_gpt2(config: GPT2EduConfig) -> GPT2Config:
-    """The transformers GPT-2 config that computes what a gpt2edu config computes."""
-    return GPT2Config(
-        vocab_size=config.vocab_size,
-        n_positions=config.context_length,
-        n_ctx=config.context_length,  # n_positions' old name, in OpenAI's config.json: llama.cpp's converter reads it
-        n_embd=config.emb_dim,
-        n_head=config.n_heads,
-        n_layer=config.n_layers,
-        resid_pdrop=config.drop_rate,
-        embd_pdrop=config.drop_rate,
-        attn_pdrop=config.drop_rate,
-        activation_function="gelu_new",
-        layer_norm_epsilon=config.layer_norm_eps,
-        initializer_range=config.initializer_range,
-        tie_word_embeddings=config.tie_word_embeddings,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-    )
-
-
-def seed_config_to_gpt2edu(fields: dict, tied: bool = False) -> GPT2EduConfig:
-    """The gpt2edu config of the seed's config fields (vocab_size, context_length, emb_dim, n_heads, ...).
-
-    The seed's model has an output head of its own; `tied` says the checkpoint's head is its token embedding (as the
-    book ties it for OpenAI's weights). `<|endoftext|>` (id 50256) is the bos/eos token only when the vocabulary has
-    room for it.
-    """
-    values = {name: fields[name] for name in SEED_CONFIG_FIELDS if name in fields}
-    try:
-        endoftext = 50256 if values.get("vocab_size", 50257) > 50256 else None
-        return GPT2EduConfig(**values, tie_word_embeddings=tied, bos_token_id=endoftext, eos_token_id=endoftext)
-    except TypeError as error:  # e.g. a size or a drop_rate that is not a number
-        raise ValueError(f"the checkpoint's config has a value of the wrong type: {error}") from error
-
-
-# --- reading a source into gpt2edu's layout ------------------------------------------------------------------------
-
-
-def read_seed_checkpoint(path: Path, n_heads: int | None = None) -> Source:
-    """Read a seed .pth file (a bare state dict, or `save_checkpoint`'s dict with a config) into gpt2edu's layout.
-
-    Args:
-        path: The file. Its config is the one stored in it, else NAME.config.json beside it, else --n-heads.
-        n_heads: Number of attention heads, for files that store no config (shapes do not reveal it).
-
-    Raises:
-        ValueError: For anything that is not a seed checkpoint, or a --n-heads that contradicts the stored config.
-    """
-    as_stored, stored, form = sources.load_seed_file(path)
-    state_dict = strip_wrapper_prefixes(as_stored)
-    prefixes = sorted({key.removesuffix(name) for key, name in zip(as_stored, state_dict, strict=True) if key != name})
-    if prefixes:
-        form += ", keys prefixed " + " and ".join(prefixes)
-    sidecar = sources.seed_config_file(path)
-    if stored is None and sidecar.is_file():
-        stored = sources.read_seed_config_file(sidecar, SEED_CONFIG_FIELDS)
-        form += f" with its config in {sidecar.name}"
-    what = f"{path} is not a seed GPT checkpoint"
-    if "tok_emb.weight" not in state_dict or "pos_emb.weight" not in state_dict:  # raises: keys are missing
-        sources.check_state_dict(state_dict, dict.fromkeys(seed_rename_table(12, False)), what)
-    tied = seed_head_is_embedding(state_dict)
-    if tied:
-        state_dict = {name: tensor for name, tensor in state_dict.items() if name != "out_head.weight"}
-        form += ", output head tied to the token embedding"
-    config = seed_config_to_gpt2edu(sources.seed_config_fields(path, state_dict, stored, n_heads), tied)
-
-    shapes = sources.model_shapes(GPT2EduForCausalLM, config)
-    expected = {seed: shapes[ours] for seed, ours in seed_rename_table(config.n_layers, config.qkv_bias).items()}
-    buffers = tuple(f"trf_blocks.{i}.{name}" for i in range(config.n_layers) for name in SEED_BUFFER_KEYS)
-    optional = ("out_head.weight",) if tied else ()
-    sources.check_state_dict(state_dict, expected, what, optional=optional, ignored=buffers)
-    state_dict = seed_to_gpt2edu_state_dict(state_dict, config.n_layers, config.qkv_bias)
-    return Source(f"seed checkpoint {path.name} ({form})", config, state_dict)
-
-
-def read_hf_folder(folder: Path) -> Source:
-    """Read a save_pretrained folder of a gpt2edu or a transformers GPT-2 model into gpt2edu's layout."""
-    model_type, state_dict = sources.load_hf_folder(folder)
-    if model_type == "gpt2edu":
-        config = model_config = GPT2EduConfig.from_pretrained(folder)
-        model_class, head, embedding = GPT2EduForCausalLM, "lm_head.weight", "model.tok_emb.weight"
-        # HF: the file names the head out_head.weight (the seed's name), the model lm_head, as from_pretrained maps it
-        state_dict = {(head if name == "out_head.weight" else name): tensor for name, tensor in state_dict.items()}
-    else:
-        model_config = GPT2Config.from_pretrained(folder)
-        config = gpt2_config_to_gpt2edu(model_config)
-        model_class, head, embedding = GPT2LMHeadModel, "lm_head.weight", "transformer.wte.weight"
-        state_dict = normalize_gpt2_keys(state_dict)
-    what = f"{folder} does not hold the {model_type} model its config describes"
-    sources.check_block_count(state_dict, config.n_layers, what)
-    optional = (head,) if config.tie_word_embeddings else ()
-    sources.check_state_dict(state_dict, sources.model_shapes(model_class, model_config), what, optional=optional)
-    state_dict.setdefault(head, state_dict[embedding])  # save_pretrained writes a tied head once, as the embedding
-    if model_type == "gpt2":
-        state_dict = gpt2_to_gpt2edu_state_dict(state_dict, config.n_layers)
-    return Source(f"{model_type} folder {folder.name}", config, state_dict)
-
-
-def read_source(src: str | Path, n_heads: int | None = None, revision: str | None = None) -> Source:
-    """Detect what SRC is (a model folder, a seed checkpoint file or a Hub id) and read it into gpt2edu's layout."""
-    path = Path(src)
-    if revision is not None and path.exists():
-        raise ValueError(f"--revision is for Hub model ids; {src} is a local path")
-    if not path.exists() and looks_like_hub_id(str(src)):
-        if n_heads is not None:
-            raise ValueError(f"--n-heads is for seed checkpoints without a config; {src} is a Hub model id")
-        source = read_hf_folder(sources.download_from_hub(str(src), revision))
-        source.description = f"{source.description.split(' ', 1)[0]} model {src} from the Hub" + (
-            f" (revision {revision})" if revision else ""
-        )
-        return source
-    if path.is_dir():
-        if n_heads is not None:
-            raise ValueError(f"--n-heads is for seed checkpoints without a config; {src} has a config.json")
-        return read_hf_folder(path)
-    if not path.is_file():
-        raise ValueError(f"no such file or folder: {src}")
-    return read_seed_checkpoint(path, n_heads)
-
-
-# --- building and writing ------------------------------------------------------------------------------------------
-
-
-def build_model(source: Source, to: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """A gpt2edu (to="gpt2edu") or GPT2LMHeadModel (to="gpt2") whose parameters are the source's tensors.
-
-    The model is built on the meta device and the tensors are assigned to it, not copied into it, so a memory-mapped
-    checkpoint stays in its file until it is written out.
-    """
-    state_dict = outputs.own_memory(source.state_dict)
-    if dtype is not None:
-        sources.check_dtype_range(state_dict, dtype)
-        state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
-    config, model_class = source.config, GPT2EduForCausalLM
-    if to == "gpt2":
-        state_dict = gpt2edu_to_gpt2_state_dict(state_dict, config.n_layers)
-        config, model_class = gpt2edu_config_to_gpt2(config), GPT2LMHeadModel
-    model = sources.empty_model(model_class, config)
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    model.tie_weights()  # HF: assign gave the head and the embedding separate Parameters; tie them again
-    return model.eval()
+# --- writing the seed's form ---------------------------------------------------------------------------------------
 
 
 def save_seed_checkpoint(model: GPT2EduForCausalLM, out_file: Path, force: bool = False) -> int:

@@ -1,8 +1,11 @@
 """Prompt in, continuation out: the seed's inference program on top of transformers' generate().
 
     python run_inference.py --model gpt2edu-out --prompt "Every effort moves you" --max-new-tokens 20
+    python run_inference.py                    # the seed's run: gpt2_model.pth here, "Every effort moves you"
 
---model is a folder written by this project (or any GPT-2 folder transformers can load) or a Hub model id.
+--model is a folder written by this project (or any GPT-2 folder transformers can load), a Hub model id, or one of
+the book's .pth files (a bare state dict or a training checkpoint), converted in memory as convert_checkpoint.py
+would convert it. Without --model it is the seed's file name, gpt2_model.pth in the working directory.
 
 --max-new-tokens may go past the model's context: a gpt2edu model then reads the last context_length tokens for each
 new one, as the seed's loop does (each such token is a forward pass over that whole window).
@@ -27,12 +30,17 @@ from gpt2edu.loading import get_device, load_checked_model, load_model_and_token
 __all__ = ["generate_response_from_prompt", "get_device", "load_checked_model", "load_model_and_tokenizer", "main"]
 
 PROG = "run_inference.py"
+# What the seed's run_inference.py ran with no arguments: its checkpoint in the working directory, its prompt.
+SEED_MODEL = "gpt2_model.pth"
+SEED_PROMPT = "Every effort moves you"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineErrorParser(prog=PROG, description="Continue a prompt with a gpt2edu (or any GPT-2) model.")
-    parser.add_argument("--model", required=True, help="model folder or Hub id")
-    parser.add_argument("--prompt", required=True, help="text to continue (UTF-8)")
+    parser.add_argument(
+        "--model", default=None, help=f"model folder, Hub id or seed .pth file (default: {SEED_MODEL}, as the seed)"
+    )
+    parser.add_argument("--prompt", default=SEED_PROMPT, help=f"text to continue (UTF-8; default {SEED_PROMPT!r})")
     parser.add_argument(
         "--max-new-tokens", type=int, default=20, help="tokens to generate (default 20); may go past the context"
     )
@@ -43,6 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="random seed (0 to 2**32-1), for reproducible sampling")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps... (default: the best available)")
     args = parser.parse_args(argv)
+    if args.model is None:
+        if not os.path.exists(SEED_MODEL):
+            parser.error(
+                f"no --model given, and no {SEED_MODEL} (the seed's checkpoint) in {os.getcwd()}: pass --model "
+                "FOLDER, HUB_ID or FILE.pth (after python train_accelerate.py: --model gpt2edu-out)"
+            )
+        args.model = SEED_MODEL
     if not args.prompt.strip():
         parser.error("--prompt is empty; pass some text to continue")
     try:

@@ -10,20 +10,20 @@ exactly. With no arguments it trains a small model on the corpus that ships with
 The loop comes first, then how it is set up. Beside this file, in gpt2edu/: the flags and their checks
 (train_args.py), reading and packing the corpus (train_data.py), checkpoints (train_checkpoints.py), what keeps a run
 safe (train_guards.py: the output folder, stop signals, divergence, a full disk) and what it reports (train_report.py:
-progress, training_log.jsonl, MFU, loss.png, the model card).
+progress, training_log.jsonl, MFU, loss.png, the model card). The seed's `train()`, the book's loop on a string, is
+gpt2edu/seed.py's; it is importable from here too, as from the seed's train.py.
 """
 
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import datasets
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import DistributedType, set_seed
-from transformers import AutoModelForCausalLM, default_data_collator, get_scheduler
+from transformers import default_data_collator, get_scheduler
 
 from configuration_gpt2edu import GPT2EduConfig
 from gpt2edu import train_args, train_data, train_guards, train_report
@@ -31,6 +31,7 @@ from gpt2edu import train_checkpoints as checkpoints
 from gpt2edu.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, first_line, report
 from gpt2edu.files import atomic_write
 from gpt2edu.hub import push_to_hub
+from gpt2edu.seed import train  # noqa: F401  (the seed's train(), importable from here as from the seed's train.py)
 from gpt2edu.train_data import build_datasets, running_text_pieces  # noqa: F401  (running_text_pieces: for tests)
 from gpt2edu.train_guards import Guard
 from gpt2edu.train_report import Progress
@@ -341,65 +342,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{os.path.basename(sys.argv[0])}: interrupted; the checkpoints saved so far are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
-
-
-def train(
-    text_data: str,
-    num_epochs: int = 5,
-    batch_size: int = 2,
-    learning_rate: float = 0.0004,
-    eval_freq: int = 5,
-    start_context: str = "Every effort moves you",
-    config: GPT2EduConfig | dict | None = None,
-    output_dir: str | None = None,
-):
-    """The seed's train(): train on a string, 90% for training and 10% for validation, on this file's machinery.
-
-    Args:
-        text_data: The training text.
-        num_epochs: Passes over the training blocks.
-        batch_size: Blocks per step.
-        learning_rate: AdamW's learning rate (weight decay 0.1, like the seed).
-        eval_freq: Evaluate (validation loss and a sample of `start_context`) every this many steps.
-        start_context: The prompt continued at each evaluation.
-        config: A GPT2EduConfig, or a dict of overrides of the seed's GPT-2 124M config.
-        output_dir: Where to write the Hugging Face folder and the log; a temporary folder when None.
-
-    Returns:
-        (train_losses, val_losses, tokens_seen, model): the losses and tokens seen at each evaluation, and the
-        trained GPT2EduForCausalLM.
-    """
-    if not isinstance(config, GPT2EduConfig):
-        config = GPT2EduConfig(**(config or {}))
-    split = int(0.9 * len(text_data))  # the seed's split: the first 90% of the characters train
-    raw = datasets.DatasetDict(
-        train=datasets.Dataset.from_dict({"text": [text_data[:split]]}),
-        validation=datasets.Dataset.from_dict({"text": [text_data[split:]]}),
-    )
-    flags = {
-        "num_train_epochs": num_epochs,
-        "per_device_train_batch_size": batch_size,
-        "per_device_eval_batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "eval_steps": eval_freq,
-        "logging_steps": eval_freq,
-        "eval_iters": 5,
-        "sample_prompt": start_context,
-        "lr_scheduler_type": "constant",
-        "num_warmup_steps": 0,
-    }
-    argv = [arg for name, value in flags.items() for arg in (f"--{name}", str(value))]
-    with tempfile.TemporaryDirectory() as scratch:
-        args = parse_args([*argv, "--output_dir", output_dir or scratch])
-        log = run(args, raw=raw, documents=False, config=config)
-        model = AutoModelForCausalLM.from_pretrained(args.output_dir)
-    evaluated = [entry for entry in log if "val_loss" in entry]
-    return (
-        [e["train_loss"] for e in evaluated],
-        [e["val_loss"] for e in evaluated],
-        [e["tokens_seen"] for e in evaluated],
-        model,
-    )
 
 
 if __name__ == "__main__":

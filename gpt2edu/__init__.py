@@ -7,8 +7,10 @@
 - `hub`: the model card and the upload (huggingface_hub's `ModelCard` and `upload_folder`).
 - `train_args`, `train_data`, `train_checkpoints`, `train_guards`, `train_report`: beside train_accelerate.py's loop,
   its flags, corpus, checkpoints, guards (output folder, stop signals, divergence, full disk) and reports.
-- `convert_sources`, `convert_outputs`: beside convert_checkpoint.py's tables and maps, reading and checking what it
-  converts, and writing and verifying what it produces; `gguf_export`: the GGUF file llama.cpp runs.
+- `convert_maps`: convert_checkpoint.py's name tables and pure maps (seed <-> gpt2edu <-> GPT-2), which the seed's API
+  and every program reading a .pth file share; `convert_sources`, `convert_outputs`: beside them, reading and
+  checking what the converter converts, and building, writing and verifying what it produces; `gguf_export`: the
+  GGUF file llama.cpp runs.
 - `transformer_lens_adapter`: TransformerLens' architecture adapter for gpt2edu models (`TransformerBridge`).
 - `seed`: the seed's public functions by their names (`create_dataloader_v1`, `train_model_simple`, ...), also
   importable from here: `from gpt2edu import train_model_simple`. They are imported on first use, so that the

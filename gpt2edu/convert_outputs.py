@@ -1,24 +1,59 @@
 """Writing what convert_checkpoint.py converts, and verifying it: model folders, seed .pth files, the Hub.
 
-Every output is written into a staging folder beside OUT (`gpt2edu.files.atomic_write`), checked there as a user will
-get it, and only then moved into place: a folder is loaded with `AutoModelForCausalLM.from_pretrained` and every
-parameter compared bit for bit with the source; a seed .pth is read back with `torch.load`. A failed, interrupted or
-disk-full conversion leaves OUT as it was.
+`build_model` makes the model from what gpt2edu/convert_sources.py read. Every output is written into a staging folder
+beside OUT (`gpt2edu.files.atomic_write`), checked there as a user will get it, and only then moved into place: a
+folder is loaded with `AutoModelForCausalLM.from_pretrained` (a classifier's with
+`AutoModelForSequenceClassification`) and every parameter compared bit for bit with the source; a seed .pth is read
+back with `torch.load`. A failed, interrupted or disk-full conversion leaves OUT as it was.
 """
 
 import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2LMHeadModel, PreTrainedModel
 
 from configuration_gpt2edu import GPT2EduConfig
 from tokenization_gpt2edu import save_gpt2_tokenizer
 
+from . import convert_maps as maps
 from .cli import first_line, quiet_transformers
-from .convert_sources import Source, describe_key_mismatch, load_checkpoint_file, seed_config_file
+from .convert_sources import (  # noqa: F401  (same_bits: the converter's verification's, found here too)
+    Source,
+    check_dtype_range,
+    describe_key_mismatch,
+    empty_model,
+    load_checkpoint_file,
+    model_class_of,
+    same_bits,
+    seed_config_file,
+)
 from .files import atomic_write, check_output_dir, clean_stale_staging
 from .hub import model_card, push_to_hub
+
+# --- building the model --------------------------------------------------------------------------------------------
+
+
+def build_model(source: Source, to: str = "gpt2edu", dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """A gpt2edu model (to="gpt2edu") or GPT2LMHeadModel (to="gpt2") whose parameters are the source's tensors.
+
+    The model is built on the meta device and the tensors are assigned to it, not copied into it, so a memory-mapped
+    checkpoint stays in its file until it is written out. A sequence classifier's source builds a
+    GPT2EduForSequenceClassification.
+    """
+    state_dict = own_memory(source.state_dict)
+    if dtype is not None:
+        check_dtype_range(state_dict, dtype)
+        state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
+    config, model_class = source.config, model_class_of(source.config)
+    if to == "gpt2":
+        state_dict = maps.gpt2edu_to_gpt2_state_dict(state_dict, config.n_layers)
+        config, model_class = maps.gpt2edu_config_to_gpt2(config), GPT2LMHeadModel
+    model = empty_model(model_class, config)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.tie_weights()  # HF: assign gave the head and the embedding separate Parameters; tie them again
+    return model.eval()
+
 
 # --- where to write ------------------------------------------------------------------------------------------------
 
@@ -66,15 +101,6 @@ def full_disk_message(out: Path) -> str:
 # --- verifying -----------------------------------------------------------------------------------------------------
 
 
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether two tensors have the same dtype, shape and bytes (unlike ==, this holds for NaNs too)."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    # speed: compare as integers of the element's width (int32 for float32): a quarter of the comparisons of bytes.
-    as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}.get(a.element_size(), torch.uint8)
-    return torch.equal(a.reshape(-1).view(as_int), b.reshape(-1).view(as_int))
-
-
 def compare_parameters(loaded: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str) -> int:
     """Check that `loaded` holds exactly `expected`'s tensors, bit for bit; return how many were compared.
 
@@ -91,13 +117,17 @@ def compare_parameters(loaded: dict[str, torch.Tensor], expected: dict[str, torc
 
 
 def verify_loaded_model(folder: Path, model: PreTrainedModel) -> int:
-    """Load `folder` as a user will (`AutoModelForCausalLM.from_pretrained`) and compare every parameter with `model`.
+    """Load `folder` as a user will (`AutoModelForCausalLM.from_pretrained`, a classifier's with
+    `AutoModelForSequenceClassification`) and compare every parameter with `model`.
 
     Tied parameters are compared under each of their names, so a head that would load untied (and be freshly
     initialised) fails here. Returns the number of tensors compared.
     """
+    auto_class = (
+        AutoModelForSequenceClassification if maps.is_sequence_classifier(model.config) else AutoModelForCausalLM
+    )
     with quiet_transformers():
-        loaded, info = AutoModelForCausalLM.from_pretrained(folder, dtype=model.dtype, output_loading_info=True)
+        loaded, info = auto_class.from_pretrained(folder, dtype=model.dtype, output_loading_info=True)
     problems = {kind: keys for kind, keys in info.items() if keys and kind != "error_msgs"}
     if problems:
         kind, keys = next(iter(problems.items()))

@@ -1,5 +1,8 @@
 """Reading what convert_checkpoint.py converts, and checking it: seed .pth files, model folders, Hub snapshots.
 
+`read_source` reads any of them into gpt2edu's layout (the name tables and maps of gpt2edu/convert_maps.py); the
+converter calls it, and so does every program given a .pth file (gpt2edu/loading.py), with the same checks.
+
 Checkpoints are untrusted input: a .pth file is a pickle, and unpickling can run any code. They are read with
 `torch.load(weights_only=True)`, which builds only tensors and plain Python values; the seed's pickled config class
 is let in as plain data under its exact name. What is read is checked before anything is built from it: the keys and
@@ -14,12 +17,15 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from transformers import PreTrainedModel
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
+import modeling_gpt2edu  # its task heads: GPT2EduForSequenceClassification for the book's classifier
 from configuration_gpt2edu import GPT2EduConfig
+from modeling_gpt2edu import GPT2EduForCausalLM
 
+from . import convert_maps as maps
 from .cli import few, first_line
-from .loading import checkpoint_names, first_non_finite
+from .loading import checkpoint_names, first_non_finite, looks_like_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,13 @@ def check_state_dict(
             )
 
 
+def model_class_of(config) -> type[PreTrainedModel]:
+    """The gpt2edu class a config describes: the causal LM, or the book's chapter-6 sequence classifier."""
+    if maps.is_sequence_classifier(config):
+        return modeling_gpt2edu.GPT2EduForSequenceClassification
+    return GPT2EduForCausalLM
+
+
 def empty_model(model_class: type[PreTrainedModel], config) -> PreTrainedModel:
     """A model on the meta device: its parameters have names and shapes, and take no memory."""
     with torch.device("meta"):
@@ -116,6 +129,15 @@ def check_dtype_range(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -
             f"--dtype {name} cannot hold these weights: {few(overflowing)} exceed(s) its largest value {limit:g}; "
             "keep float32 or use bfloat16, which has float32's range"
         )
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors have the same dtype, shape and bytes (unlike ==, this holds for NaNs too)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    # speed: compare as integers of the element's width (int32 for float32): a quarter of the comparisons of bytes.
+    as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}.get(a.element_size(), torch.uint8)
+    return torch.equal(a.reshape(-1).view(as_int), b.reshape(-1).view(as_int))
 
 
 # --- the seed's .pth files -----------------------------------------------------------------------------------------
@@ -243,15 +265,20 @@ def seed_config_fields(path: Path, state_dict: dict[str, torch.Tensor], stored: 
         fields["n_heads"] = n_heads
     elif "n_heads" not in fields:
         if fields["emb_dim"] % SEED_HEAD_DIM:
-            emb_dim = fields["emb_dim"]
-            raise ValueError(f"{path} stores no config and emb_dim {emb_dim} is no multiple of 64: pass --n-heads")
+            emb_dim, sidecar = fields["emb_dim"], seed_config_file(path).name
+            raise ValueError(
+                f"{path} stores no config and emb_dim {emb_dim} is no multiple of 64: pass --n-heads (a program "
+                f"other than convert_checkpoint.py reads the seed's config fields from {sidecar} beside it)"
+            )
         fields["n_heads"] = fields["emb_dim"] // SEED_HEAD_DIM
         logger.warning(
-            "%s stores no config: assuming head size %d, so n_heads = %d. Pass --n-heads if the model was trained "
-            "with another number of heads (a wrong value gives a model that loads but computes garbage).",
+            "%s stores no config: assuming head size %d, so n_heads = %d. Pass --n-heads (or write the seed's config "
+            "fields into %s) if the model was trained with another number of heads (a wrong value gives a model that "
+            "loads but computes garbage).",
             path,
             SEED_HEAD_DIM,
             fields["n_heads"],
+            seed_config_file(path).name,
         )
     return fields
 
@@ -334,3 +361,127 @@ def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
         )
         raise ValueError(message) from error
     return folder
+
+
+# --- reading a source into gpt2edu's layout ------------------------------------------------------------------------
+
+
+def seed_head_is_embedding(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Whether a seed state dict's output head is its token embedding: absent, the same memory, or equal bits.
+
+    The book ties the head for OpenAI's weights (`model.out_head.weight = model.tok_emb.weight`); torch.save keeps the
+    two names on one storage, and a copy of the same values computes the same model.
+    """
+    head, embedding = state_dict.get("out_head.weight"), state_dict.get("tok_emb.weight")
+    if head is None:
+        return True
+    if embedding is None or head.shape != embedding.shape or head.dtype != embedding.dtype:
+        return False
+    same_memory = head.data_ptr() == embedding.data_ptr() and head.stride() == embedding.stride()
+    return same_memory or same_bits(head, embedding)
+
+
+def seed_classifier_rows(state_dict: dict[str, torch.Tensor]) -> int | None:
+    """The number of outputs of the book's chapter-6 classifier head, or None for a language model's head.
+
+    The book swaps `out_head` for `Linear(emb_dim, num_classes)`: a head whose rows are not the vocabulary's.
+    """
+    head, embedding = state_dict.get("out_head.weight"), state_dict["tok_emb.weight"]
+    if head is None or head.dim() != 2 or head.shape[0] == embedding.shape[0]:
+        return None
+    return head.shape[0]
+
+
+def read_seed_checkpoint(path: Path, n_heads: int | None = None) -> Source:
+    """Read a seed .pth file (a bare state dict, or `save_checkpoint`'s dict with a config) into gpt2edu's layout.
+
+    The book's chapter-6 classifier (its head swapped for `Linear(emb_dim, num_classes)`) reads as a sequence
+    classifier (`convert_maps.seed_classifier_config`).
+
+    Args:
+        path: The file. Its config is the one stored in it, else NAME.config.json beside it, else --n-heads.
+        n_heads: Number of attention heads, for files that store no config (shapes do not reveal it).
+
+    Raises:
+        ValueError: For anything that is not a seed checkpoint, or a --n-heads that contradicts the stored config.
+    """
+    as_stored, stored, form = load_seed_file(path)
+    state_dict = maps.strip_wrapper_prefixes(as_stored)
+    prefixes = sorted({key.removesuffix(name) for key, name in zip(as_stored, state_dict, strict=True) if key != name})
+    if prefixes:
+        form += ", keys prefixed " + " and ".join(prefixes)
+    sidecar = seed_config_file(path)
+    if stored is None and sidecar.is_file():
+        stored = read_seed_config_file(sidecar, maps.SEED_CONFIG_FIELDS)
+        form += f" with its config in {sidecar.name}"
+    what = f"{path} is not a seed GPT checkpoint"
+    if "tok_emb.weight" not in state_dict or "pos_emb.weight" not in state_dict:  # raises: keys are missing
+        check_state_dict(state_dict, dict.fromkeys(maps.seed_rename_table(12, False)), what)
+    rows = seed_classifier_rows(state_dict)
+    tied = rows is None and seed_head_is_embedding(state_dict)
+    if tied:
+        state_dict = {name: tensor for name, tensor in state_dict.items() if name != "out_head.weight"}
+        form += ", output head tied to the token embedding"
+    config = maps.seed_config_to_gpt2edu(seed_config_fields(path, state_dict, stored, n_heads), tied)
+    if rows is not None:
+        config = maps.seed_classifier_config(config, rows, bias="out_head.bias" in state_dict)
+        form += f", the book's classifier: a {rows}-output head"
+
+    shapes = model_shapes(model_class_of(config), config)
+    table = maps.seed_rename_table(config.n_layers, config.qkv_bias, classifier=rows is not None)
+    expected = {seed: shapes[ours] for seed, ours in table.items() if ours in shapes}
+    buffers = tuple(f"trf_blocks.{i}.{name}" for i in range(config.n_layers) for name in maps.SEED_BUFFER_KEYS)
+    optional = ("out_head.weight",) if tied else ()
+    check_state_dict(state_dict, expected, what, optional=optional, ignored=buffers)
+    state_dict = maps.seed_to_gpt2edu_state_dict(state_dict, config.n_layers, config.qkv_bias, rows is not None)
+    return Source(f"seed checkpoint {path.name} ({form})", config, state_dict)
+
+
+def read_hf_folder(folder: Path) -> Source:
+    """Read a save_pretrained folder of a gpt2edu model (a causal LM or a sequence classifier) or a transformers
+    GPT-2 into gpt2edu's layout."""
+    model_type, state_dict = load_hf_folder(folder)
+    head = "lm_head.weight"
+    if model_type == "gpt2edu":
+        config = model_config = GPT2EduConfig.from_pretrained(folder)
+        model_class, embedding = model_class_of(config), "model.tok_emb.weight"
+        if maps.is_sequence_classifier(config):
+            head = None  # its head, `score`, is never tied to the embedding
+        # HF: the file names the head out_head.weight (the seed's name), the model lm_head, as from_pretrained maps it
+        state_dict = {("lm_head.weight" if name == "out_head.weight" else name): t for name, t in state_dict.items()}
+    else:
+        model_config = GPT2Config.from_pretrained(folder)
+        config = maps.gpt2_config_to_gpt2edu(model_config)
+        model_class, embedding = GPT2LMHeadModel, "transformer.wte.weight"
+        state_dict = maps.normalize_gpt2_keys(state_dict)
+    what = f"{folder} does not hold the {model_type} model its config describes"
+    check_block_count(state_dict, config.n_layers, what)
+    optional = (head,) if head and config.tie_word_embeddings else ()
+    check_state_dict(state_dict, model_shapes(model_class, model_config), what, optional=optional)
+    if head:
+        state_dict.setdefault(head, state_dict[embedding])  # save_pretrained writes a tied head once, as the embedding
+    if model_type == "gpt2":
+        state_dict = maps.gpt2_to_gpt2edu_state_dict(state_dict, config.n_layers)
+    return Source(f"{model_type} folder {folder.name}", config, state_dict)
+
+
+def read_source(src: str | Path, n_heads: int | None = None, revision: str | None = None) -> Source:
+    """Detect what SRC is (a model folder, a seed checkpoint file or a Hub id) and read it into gpt2edu's layout."""
+    path = Path(src)
+    if revision is not None and path.exists():
+        raise ValueError(f"--revision is for Hub model ids; {src} is a local path")
+    if not path.exists() and looks_like_hub_id(str(src)):
+        if n_heads is not None:
+            raise ValueError(f"--n-heads is for seed checkpoints without a config; {src} is a Hub model id")
+        source = read_hf_folder(download_from_hub(str(src), revision))
+        source.description = f"{source.description.split(' ', 1)[0]} model {src} from the Hub" + (
+            f" (revision {revision})" if revision else ""
+        )
+        return source
+    if path.is_dir():
+        if n_heads is not None:
+            raise ValueError(f"--n-heads is for seed checkpoints without a config; {src} has a config.json")
+        return read_hf_folder(path)
+    if not path.is_file():
+        raise ValueError(f"no such file or folder: {src}")
+    return read_seed_checkpoint(path, n_heads)

@@ -3,7 +3,9 @@
 `AutoModelForCausalLM.from_pretrained` loads a folder whose weights miss tensors (initialising them at random), hold
 extra ones, or hold NaN, and says so in a log line at most; a damaged file comes back as a long traceback. The
 programs (run_inference.py, inspect_model.py, train_accelerate.py's --model_name_or_path) load through
-`load_checked_model`, which turns each of those into one clear error.
+`load_checked_model`, which turns each of those into one clear error. It also reads the book's own checkpoints: a
+seed `.pth` file is converted in memory, with the converter's reader and checks (gpt2edu/convert_sources.py), and
+nothing is written.
 """
 
 import json
@@ -11,6 +13,7 @@ import logging
 import os
 import pickle
 import re
+from pathlib import Path
 
 import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -32,6 +35,13 @@ WEIGHT_FILES = (
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
 )
+# Model classes that are no language model: their folders hold a task head where a causal LM has its output head.
+# Each suffix -> the pipeline task and the Auto class that load one.
+TASK_HEADS = {
+    "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
+    "ForTokenClassification": ("token-classification", "AutoModelForTokenClassification"),
+    "ForQuestionAnswering": ("question-answering", "AutoModelForQuestionAnswering"),
+}
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -149,6 +159,50 @@ def check_model_folder(folder: str) -> None:
             f"{folder!r} has a config.json but no weights (model.safetensors); the folder is incomplete: "
             "copy or save the model again"
         )
+    check_language_model(folder, config.get("architectures"))
+    check_generation_config(folder)
+
+
+def check_language_model(name: str, architectures) -> None:
+    """Refuse a task-head model (a classifier, a tagger...): it has no output head over the vocabulary to generate.
+
+    Raises:
+        ValueError: Naming the model's class and how to use it instead.
+    """
+    for architecture in architectures if isinstance(architectures, list) else ():
+        for suffix, (task, auto_class) in TASK_HEADS.items():
+            if isinstance(architecture, str) and architecture.endswith(suffix):
+                raise ValueError(
+                    f"{name} holds a {architecture}, a {task.replace('-', ' ')} model, not a language model: it "
+                    f"has no output head to generate text with; use it with pipeline({task!r}, model=...) or "
+                    f"{auto_class}, or pass a causal LM folder"
+                )
+
+
+def check_generation_config(folder: str) -> None:
+    """Refuse a generation_config.json that is not a JSON object: transformers skips it without a word.
+
+    from_pretrained then generates with default settings instead of the folder's (its eos token, its sampling),
+    so the damage would only show in the text.
+
+    Raises:
+        ValueError: Naming the file and the fix.
+    """
+    path = os.path.join(folder, "generation_config.json")
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as file:
+            settings = json.load(file)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        settings, reason = None, f"not valid JSON ({error})"
+    else:
+        reason = f"a JSON {type(settings).__name__}, not an object of settings"
+    if not isinstance(settings, dict):
+        raise ValueError(
+            f"{path} is {reason}; transformers would ignore it and generate with its default settings: repair the "
+            "file, or delete it to generate with the model's own defaults"
+        )
 
 
 def damaged_weights_message(folder: str, error: Exception) -> str:
@@ -206,17 +260,22 @@ def check_loading_info(name_or_path: str, info: dict) -> None:
 
 
 def load_checked_model(name_or_path: str, **from_pretrained_kwargs) -> PreTrainedModel:
-    """`AutoModelForCausalLM.from_pretrained`, refusing what transformers only warns about.
+    """`AutoModelForCausalLM.from_pretrained`, refusing what transformers only warns about; or a seed `.pth` file.
 
     transformers loads a folder whose weights lack tensors the config needs (initialising them at random), or hold
     tensors it does not need, or NaN/inf values, and reports it in a log line at most. A model like that generates
     garbage, so here each is an error naming the first tensors concerned. Damaged weight files and a config.json
-    whose sizes disagree with the weights are reported in one line too, naming the file or the tensor.
+    whose sizes disagree with the weights are reported in one line too, naming the file or the tensor. A file
+    (rather than a folder) is read as the seed's checkpoint (`load_seed_checkpoint`).
 
     Raises:
         ValueError: For a damaged weight file, missing, unexpected or mis-shaped tensors, or non-finite weights.
         OSError: As from_pretrained, for a folder or Hub id that cannot be read.
     """
+    if os.path.isfile(name_or_path):
+        if from_pretrained_kwargs:
+            raise ValueError(f"{name_or_path} is a seed checkpoint file: from_pretrained's arguments do not apply")
+        return load_seed_checkpoint(name_or_path)
     local = os.path.isdir(name_or_path)
     if local:
         check_model_folder(name_or_path)
@@ -248,6 +307,26 @@ def load_checked_model(name_or_path: str, **from_pretrained_kwargs) -> PreTraine
             "damaged or the training that wrote it diverged"
         )
     return model
+
+
+def load_seed_checkpoint(path: str) -> PreTrainedModel:
+    """A seed `.pth` file (the book's `torch.save(model.state_dict(), ...)`, or a training checkpoint) as a gpt2edu
+    causal LM, converted in memory: nothing is written.
+
+    The converter's reader and checks (gpt2edu/convert_sources.py): weights-only unpickling, the keys and shapes
+    against the config stored in the file or in NAME.config.json beside it (a bare state dict without one: head
+    size 64, GPT-2's at every size, with a warning), every value finite. The tensors stay memory-mapped, privately:
+    training the model never writes into the file.
+
+    Raises:
+        ValueError: For a file that is not a seed checkpoint, or the book's classifier (it cannot generate).
+    """
+    from . import convert_outputs, convert_sources  # imported here: they import this module
+
+    source = convert_sources.read_seed_checkpoint(Path(path))
+    convert_sources.check_source_tensors(source)
+    check_language_model(path, source.config.architectures)
+    return convert_outputs.build_model(source)
 
 
 def load_tokenizer(name_or_path: str):
@@ -286,20 +365,23 @@ def load_tokenizer(name_or_path: str):
 
 
 def load_model_and_tokenizer(name_or_path: str, device: torch.device | str = "cpu"):
-    """Load a causal LM and its tokenizer from a folder or a Hub id.
+    """Load a causal LM and its tokenizer from a folder, a Hub id or a seed `.pth` file.
 
-    A folder without tokenizer files gets GPT-2's tokenizer (built from tiktoken), which every gpt2edu model uses.
+    A folder without tokenizer files gets GPT-2's tokenizer (built from tiktoken), which every gpt2edu model uses; so
+    does a seed checkpoint, converted in memory (`load_seed_checkpoint`).
 
     Raises:
         ValueError: If a local path does not exist, holds no model or a damaged one (see `load_checked_model`), or
             has tokenizer files that cannot be loaded.
     """
-    if os.path.exists(name_or_path) and not os.path.isdir(name_or_path):
-        raise ValueError(f"{name_or_path!r} is a file; pass the folder save_pretrained wrote the model into")
     try:
         model = load_checked_model(name_or_path)
     except OSError as error:  # HF: raised both for a missing local folder and for a Hub id that cannot be fetched
         where = "no such folder, and not found on the Hugging Face Hub" if not os.path.exists(name_or_path) else ""
         raise ValueError(f"cannot load model {name_or_path!r}: {where or first_line(error)}") from error
-    tokenizer = load_tokenizer(name_or_path)
+    if os.path.isfile(name_or_path):  # the seed's checkpoints hold no tokenizer: the seed's is GPT-2's
+        tokenizer = gpt2_tokenizer()
+        tokenizer.model_max_length = model.config.context_length
+    else:
+        tokenizer = load_tokenizer(name_or_path)
     return model.to(device).eval(), tokenizer

@@ -7,10 +7,11 @@ copy of them: the model is `GPT2EduForCausalLM` (its forward returns an output o
 seed's returned the logits), the tokenizer is tiktoken's GPT-2 encoding (`tokenization_gpt2edu.tiktoken_encoding()`,
 the seed's `tiktoken.get_encoding("gpt2")`; the Hugging Face tokenizer `gpt2_tokenizer()` works too), the data goes
 through torch's `DataLoader`, and checkpoints are read and written in the seed's `.pth` form with the converter's
-name maps. As in the book, `train_model_simple` and `generate_and_print_sample` print their progress.
+name maps (gpt2edu/convert_maps.py). As in the book, `train_model_simple` and `generate_and_print_sample` print their
+progress.
 
-`generate_response_from_prompt` is run_inference.py's (gpt2edu/generation.py), and `train` is train_accelerate.py's,
-imported when first used.
+`generate_response_from_prompt` is run_inference.py's (gpt2edu/generation.py). `train` is the seed's train(): the
+book's loop above on a string (train_accelerate.py re-exports it; that program is the trainer on Accelerate).
 """
 
 from pathlib import Path
@@ -22,34 +23,23 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedModel
 
 from configuration_gpt2edu import GPT2EduConfig
-
-# The converter's name maps (seed <-> gpt2edu) and its reader of seed checkpoints. They live in the program
-# convert_checkpoint.py for now; the library imports them from there rather than keep a second copy.
-from convert_checkpoint import (
-    SEED_CONFIG_FIELDS,
-    gpt2edu_to_seed_state_dict,
-    read_seed_checkpoint,
-    seed_to_gpt2edu_state_dict,
-    strip_wrapper_prefixes,
-)
-from tokenization_gpt2edu import ENDOFTEXT, tiktoken_encoding
+from modeling_gpt2edu import GPT2EduForCausalLM
+from tokenization_gpt2edu import ENDOFTEXT, gpt2_tokenizer, tiktoken_encoding
 
 from . import SEED_API
 from . import convert_sources as sources
+from .convert_maps import (  # the converter's name maps (seed <-> gpt2edu), one copy for every user
+    SEED_CONFIG_FIELDS,
+    gpt2edu_to_seed_state_dict,
+    seed_to_gpt2edu_state_dict,
+    strip_wrapper_prefixes,
+)
+from .convert_sources import read_seed_checkpoint
 from .files import atomic_write
 from .generation import generate_response_from_prompt  # noqa: F401  (the seed API re-exports it)
-from .loading import get_device  # noqa: F401  (the seed API re-exports it)
+from .loading import get_device
 
-__all__ = list(SEED_API)  # the names `from gpt2edu import ...` finds here; `train` is train_accelerate.py's
-
-
-def __getattr__(name: str):
-    """`train` is train_accelerate.py's, imported on first use (it brings datasets and Accelerate with it)."""
-    if name == "train":
-        from train_accelerate import train
-
-        return train
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = list(SEED_API)  # the names `from gpt2edu import ...` finds here
 
 
 # --- text <-> token ids ---------------------------------------------------------------------------------------------
@@ -244,6 +234,56 @@ def train_model_simple(
                 print(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
         generate_and_print_sample(model, tokenizer, device, start_context)
     return train_losses, val_losses, track_tokens_seen
+
+
+def train(
+    text_data: str,
+    num_epochs: int = 5,
+    batch_size: int = 2,
+    learning_rate: float = 0.0004,
+    eval_freq: int = 5,
+    start_context: str = "Every effort moves you",
+    config: GPT2EduConfig | dict | None = None,
+    output_dir: str | Path | None = None,
+):
+    """The seed's train(): the book's loop on a string, the first 90% of its characters to train, the rest to validate.
+
+    Args:
+        text_data: The training text.
+        num_epochs: Passes over the training windows.
+        batch_size: Windows per step.
+        learning_rate: AdamW's learning rate (weight decay 0.1, like the seed).
+        eval_freq: Evaluate (training and validation loss over 5 batches) every this many steps.
+        start_context: The prompt continued after each epoch.
+        config: A GPT2EduConfig, or a dict of overrides of the seed's GPT-2 124M config.
+        output_dir: Where to save the trained model as a Hugging Face folder (with GPT-2's tokenizer); nothing is
+            written when None.
+
+    Returns:
+        (train_losses, val_losses, tokens_seen, model): the losses and tokens seen at each evaluation, and the
+        trained GPT2EduForCausalLM.
+    """
+    if not isinstance(config, GPT2EduConfig):
+        config = GPT2EduConfig(**(config or {}))
+    torch.manual_seed(123)  # the seed's
+    device = get_device()
+    model = GPT2EduForCausalLM(config).to(device)
+    split = int(0.9 * len(text_data))
+    windows = dict(batch_size=batch_size, max_length=config.context_length, stride=config.context_length)
+    train_loader = create_dataloader_v1(text_data[:split], **windows)
+    val_loader = create_dataloader_v1(text_data[split:], **windows, shuffle=False, drop_last=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.1)
+    eval_iter, tokenizer = 5, tiktoken_encoding()
+    train_losses, val_losses, tokens_seen = train_model_simple(
+        model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter, start_context, tokenizer
+    )
+    if output_dir is not None:
+        hf_tokenizer = gpt2_tokenizer()  # the same ids as tiktoken's, saved as tokenizer.json
+        hf_tokenizer.model_max_length = config.context_length  # the longest input the model reads
+        with atomic_write(Path(output_dir), into=True) as staging:  # files of the same name replaced whole
+            model.save_pretrained(staging)
+            hf_tokenizer.save_pretrained(staging)
+    return train_losses, val_losses, tokens_seen, model
 
 
 # --- checkpoints in the seed's .pth form ----------------------------------------------------------------------------

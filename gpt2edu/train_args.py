@@ -55,7 +55,9 @@ def add_data_flags(group) -> None:
 
 
 def add_model_flags(group) -> None:
-    group.add_argument("--model_name_or_path", default=None, help="start from this model instead of from scratch")
+    group.add_argument(
+        "--model_name_or_path", default=None, help="start from this model (folder, Hub id or seed .pth file)"
+    )
     group.add_argument(
         "--config_overrides",
         default=None,
@@ -229,16 +231,17 @@ def new_model_config(overrides: str) -> GPT2EduConfig:
 
 
 def load_start_model(name_or_path: str) -> PreTrainedModel:
-    """The model --model_name_or_path names (a folder or a Hub id), its weights checked (gpt2edu/loading.py)."""
+    """The model --model_name_or_path names (a folder, a Hub id or a seed .pth file), its weights checked
+    (gpt2edu/loading.py; a .pth file is converted in memory, as convert_checkpoint.py reads it)."""
     name = os.path.expanduser(name_or_path)
-    # Anything not shaped like a Hub id ("name" or "owner/name") that is not a folder is a path that does not exist
-    # (the Hub client would answer "Repo id must be in the form ...").
-    if not looks_like_hub_id(name) and not os.path.isdir(name):
-        raise UsageError(f"--model_name_or_path {name_or_path!r}: no such folder")
+    # Anything not shaped like a Hub id ("name" or "owner/name") that is not a folder or a file is a path that does
+    # not exist (the Hub client would answer "Repo id must be in the form ...").
+    if not looks_like_hub_id(name) and not os.path.exists(name):
+        raise UsageError(f"--model_name_or_path {name_or_path!r}: no such folder or .pth file")
     try:
         return load_checked_model(name)
     except (OSError, ValueError, SafetensorError) as error:
-        where = "" if os.path.isdir(name) else " (no such folder, nor a model of that name on the Hub)"
+        where = "" if os.path.exists(name) else " (no such folder, nor a model of that name on the Hub)"
         raise UsageError(f"cannot load --model_name_or_path {name!r}{where}: {first_line(error, 300)}") from None
 
 

@@ -21,8 +21,8 @@ from safetensors import safe_open
 from seed_reference import SeedConfig, config_module, generate_text_simple, seed_model
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-import convert_checkpoint
 import gpt2edu.convert_outputs
+import gpt2edu.convert_sources
 import gpt2edu.hub
 from convert_checkpoint import (
     gpt2_to_gpt2edu_state_dict,
@@ -516,7 +516,7 @@ def test_half_precision_state_dicts_convert_as_they_are(tmp_path, dtype):
 
 def test_verification_refuses_a_folder_that_would_load_differently(tmp_path, monkeypatch, capsys):
     """The old behaviour: the tie undetected and the shared tensors written once, so the head loads freshly made."""
-    monkeypatch.setattr(convert_checkpoint, "seed_head_is_embedding", lambda state_dict: False)
+    monkeypatch.setattr(gpt2edu.convert_sources, "seed_head_is_embedding", lambda state_dict: False)
     monkeypatch.setattr(gpt2edu.convert_outputs, "own_memory", lambda state_dict: state_dict)
     torch.save(tie_head(seed_model(), copy=False).state_dict(), tmp_path / "model.pth")
     assert convert(tmp_path / "model.pth", tmp_path / "out", "--n-heads", 4) == 2
