@@ -32,6 +32,7 @@ from inspect_model import PAGE_MAX_TOKENS, inspect_text, main, page_html, parse_
 from modeling_gpt2edu import GPT2EduForCausalLM
 
 PROMPT = "Every effort moves you toward the goal, and then"
+OTHER_PROMPT = "Every effort moves you\ntoward the goal"  # a newline, which the page shows as ↵
 NEW_TOKENS = 6
 SEED = 3
 CHROMIUM = "/usr/bin/chromium"
@@ -90,6 +91,11 @@ def folders(tokenizer, tmp_path_factory) -> dict:
     return result
 
 
+def shown_as(value: float) -> str:
+    """A number as the page prints it (its fmt): three decimals, or one significant digit below 0.001."""
+    return f"{value:.3f}" if value >= 0.001 or value == 0 else f"{value:.1e}".replace("e-0", "e-")
+
+
 def page_data(html: str) -> dict:
     block = re.search(r'<script type="application/json" id="look-inside-data">(.*?)</script>', html, re.S)
     return json.loads(block.group(1))
@@ -103,15 +109,15 @@ def runs(folders, tmp_path_factory) -> dict:
     pictures: `inspect_text` (what the command runs before drawing) and `page_html`, written to a file.
     """
     commands = {
-        "gpt2edu": (folders["gpt2edu"], "--generate", str(NEW_TOKENS)),
-        "gpt2": (folders["gpt2"], "--generate", str(NEW_TOKENS)),
-        "sampled": (folders["gpt2edu"], "--generate", str(NEW_TOKENS), "--do-sample", "--seed", str(SEED)),
-        "other": (folders["other"], "--generate", "4"),
+        "gpt2edu": (folders["gpt2edu"], PROMPT, "--generate", str(NEW_TOKENS)),
+        "gpt2": (folders["gpt2"], PROMPT, "--generate", str(NEW_TOKENS)),
+        "sampled": (folders["gpt2edu"], PROMPT, "--generate", str(NEW_TOKENS), "--do-sample", "--seed", str(SEED)),
+        "other": (folders["other"], OTHER_PROMPT, "--generate", "4"),
     }
     result = {}
-    for kind, (folder, *extra) in commands.items():
+    for kind, (folder, prompt, *extra) in commands.items():
         out = tmp_path_factory.mktemp(kind) / "out"
-        argv = ["--model", str(folder), "--prompt", PROMPT, "--out", str(out), *extra]
+        argv = ["--model", str(folder), "--prompt", prompt, "--out", str(out), *extra]
         if kind == "gpt2edu":
             assert main(argv) == 0
             record = json.loads((out / "inspection.json").read_text(encoding="utf-8"))
@@ -351,9 +357,21 @@ def test_page_in_chromium_asks_for_nothing_and_a_head_shows_its_weights(browser,
     float32 = torch.tensor(record["attentions"], dtype=torch.float64)[1, 2]
     torch.testing.assert_close(shown[:prompt_length, :prompt_length], float32, atol=1e-3, rtol=0)
 
+    page.hover('#attention-map rect[data-query="5"][data-key="2"]')  # hovering a cell reads its weight
+    readout = page.inner_text("#attention-readout")
+    assert readout.startswith("query 5 ") and " key 2 " in readout and readout.endswith(shown_as(shown[5, 2].item()))
+
     page.click('#token-list .chip[data-position="3"]')  # choosing a query shows where it looks
     looks = page.eval_on_selector_all("#looks .chip", "chips => chips.map(c => +c.dataset.weight)")
     assert looks == thousandths(record)[1, 2, 3, :4].tolist()
+    stream = page.eval_on_selector_all("#residual-table td.stream", "cells => cells.map(c => +c.textContent)")
+    assert stream == [round(row[3], 3) for row in record["residual"]["stream"]]  # the residual stream at that token
+
+    page.hover('#lens-table td[data-layer="2"][data-position="4"]')  # hovering a lens cell lists its top 5
+    readout = page.inner_text("#lens-readout")
+    top = record["logit_lens_top"][2][4]
+    assert [readout.count(f"{rank}. ") for rank in range(1, 6)] == [1] * 5
+    assert all(shown_as(item["prob"]) in readout for item in top)
     page.click(f'#token-list .chip[data-position="{prompt_length - 1}"]')
     page.screenshot(path=tmp_path / "look_inside_page.png", full_page=True)
     if os.environ.get("GPT2EDU_SCREENSHOTS") == "1":  # the README's picture, taken here on request only
@@ -362,6 +380,9 @@ def test_page_in_chromium_asks_for_nothing_and_a_head_shows_its_weights(browser,
 
     other, requests, errors = open_page(browser, runs["other"][0])
     assert other.locator("#attention-grid canvas.thumb").count() == 3 * 2
+    chips = other.eval_on_selector_all("#token-list .chip", "chips => chips.map(c => c.textContent)")
+    assert chips[:5] == ["Every", "␣effort", "␣moves", "␣you", "↵"]
+    assert chips == [token.replace(" ", "␣").replace("\n", "↵") for token in runs["other"][1]["sequence"]]
     assert other.locator("#lens-table td").count() == 4 * len(runs["other"][1]["sequence"])
     assert len(requests) == 1 and errors == []
 
@@ -413,4 +434,6 @@ def test_generation_slider_shows_generates_tokens(browser, runs):
         assert int(shown.get_attribute("data-position")) == record["prompt_length"] + number - 1
         chosen = page.eval_on_selector_all("#step-table tr.chosen", "rows => rows.map(r => +r.dataset.tokenId)")
         assert chosen == [step["token_id"]]  # greedy: the likeliest of the distribution it was drawn from
+        looks = page.eval_on_selector_all("#step-looks .chip", "chips => chips.map(c => +c.dataset.weight)")
+        assert looks == thousandths(record)[0, 0, step["position"], : step["position"] + 1].tolist()  # block 0, head 0
     assert errors == []
