@@ -348,11 +348,10 @@ class GPT2EduModel(GPT2EduPreTrainedModel):
         hidden_states = self.final_norm(hidden_states)
         if output_hidden_states:
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)  # the last one after the final norm
+        # HF: the cache only when asked for: transformers before 5.24 (vLLM's CPU build pins 5.19) has no `cache` field
+        cached = {"cache": cache} if use_cache else {}
         return BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            cache=cache if use_cache else None,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions, **cached
         )
 
 
