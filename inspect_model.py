@@ -464,7 +464,8 @@ def summary(record: dict) -> str:
     generation = record["generation"]
     if generation:
         steps = generation["steps"]
-        how = f"sampled, seed {generation['seed']}" if generation["do_sample"] else "greedy"
+        seed = "no seed" if generation["seed"] is None else f"seed {generation['seed']}"
+        how = f"sampled, {seed}" if generation["do_sample"] else "greedy"
         lines.append(f"Generated {len(steps)} tokens ({how}): " + " ".join(repr(step["token"]) for step in steps))
         if len(steps) < generation["asked"]:
             lines.append(

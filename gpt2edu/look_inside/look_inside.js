@@ -325,7 +325,7 @@ function drawGeneration() {
   const g = data.generation;
   const stopped = steps.length < g.asked ? ` (it stopped at the end-of-text token, ${g.asked} asked)` : "";
   body.append(el("p", { class: "readout" }, `${steps.length} tokens generated, ${g.sampling}` +
-    (g.do_sample ? `, seed ${g.seed}` : "") + stopped + "."));
+    (g.do_sample ? (g.seed === null ? ", no seed" : `, seed ${g.seed}`) : "") + stopped + "."));
   const controls = el("div", { class: "controls" });
   const slider = el("input", { id: "step", type: "range", min: 1, max: steps.length, step: 1, value: state.step });
   slider.addEventListener("input", () => { state.step = +slider.value; drawGeneration(); });
