@@ -66,12 +66,16 @@ class GPT2EduConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if getattr(self, "auto_map", None) is None:
-            # HF: tells AutoConfig / AutoModel / AutoModelForCausalLM which classes in the saved code files to load
-            # with trust_remote_code=True, for users who have transformers but not this project.
+            # HF: tells the Auto classes which classes in the saved code files to load with trust_remote_code=True,
+            # for users who have transformers but not this project; the task heads too, so that a language model's
+            # folder loads into a classifier (the book's chapter 6) from the Hub as it is.
             self.auto_map = {
                 "AutoConfig": "configuration_gpt2edu.GPT2EduConfig",
                 "AutoModel": "modeling_gpt2edu.GPT2EduModel",
                 "AutoModelForCausalLM": "modeling_gpt2edu.GPT2EduForCausalLM",
+                "AutoModelForSequenceClassification": "modeling_gpt2edu.GPT2EduForSequenceClassification",
+                "AutoModelForTokenClassification": "modeling_gpt2edu.GPT2EduForTokenClassification",
+                "AutoModelForQuestionAnswering": "modeling_gpt2edu.GPT2EduForQuestionAnswering",
             }
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
             value = getattr(self, name)

@@ -320,7 +320,7 @@ def test_token_classification_pipeline(head_folders):
     assert [e["score"] for e in entities] == pytest.approx([score for *_, score in expected], abs=1e-5)
 
 
-def test_head_folders_load_with_trust_remote_code_without_the_project(head_folders, tmp_path):
+def test_head_folders_load_with_trust_remote_code_without_the_project(head_folders, saved_model, tmp_path):
     expected = {}
     ids = torch.tensor([[464, 3290, 318, 257, 1049]])
     for auto_class, (head_class, _) in HEADS.items():
@@ -341,6 +341,14 @@ for auto_name, (folder, first_output) in expected.items():
     assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
     with torch.no_grad():
         torch.testing.assert_close(model(ids)[0], first_output)
+# A language model's folder (its auto_map names the heads too) loads into each head: the body is the folder's.
+language_model = {str(saved_model[1])!r}
+body = transformers.AutoModel.from_pretrained(language_model, trust_remote_code=True).eval()
+for auto_name in expected:
+    model = getattr(transformers, auto_name).from_pretrained(language_model, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+    with torch.no_grad():
+        torch.testing.assert_close(model.model(ids).last_hidden_state, body(ids).last_hidden_state)
 classifier = pipeline("text-classification", model=expected["AutoModelForSequenceClassification"][0],
                       trust_remote_code=True, batch_size=2)
 labels = [result["label"] for result in classifier(["Win a prize now", "Lunch at noon?", "Call me"])]

@@ -33,6 +33,9 @@ def test_save_pretrained_writes_a_complete_folder(saved_model):
         "AutoConfig": "configuration_gpt2edu.GPT2EduConfig",
         "AutoModel": "modeling_gpt2edu.GPT2EduModel",
         "AutoModelForCausalLM": "modeling_gpt2edu.GPT2EduForCausalLM",
+        "AutoModelForSequenceClassification": "modeling_gpt2edu.GPT2EduForSequenceClassification",
+        "AutoModelForTokenClassification": "modeling_gpt2edu.GPT2EduForTokenClassification",
+        "AutoModelForQuestionAnswering": "modeling_gpt2edu.GPT2EduForQuestionAnswering",
     }
 
 
