@@ -143,29 +143,36 @@ function chooseHead(layer, head) {
 function drawAttentionLarge() {
   const { layer, head, query } = state;
   const n = tokens.length;
-  const cell = Math.max(6, Math.min(28, Math.floor(620 / n)));
   const label = 86;
-  const fontSize = Math.min(12, Math.max(6, cell - 2));
+  const room = document.getElementById("attention-large-box").clientWidth || 620; // the width left beside the grid
+  const cell = Math.max(4, Math.min(28, Math.floor((Math.min(room, 900) - label - 8) / n)));
+  const fontSize = Math.min(12, Math.max(9, cell - 2));
+  const every = Math.ceil((fontSize + 1) / cell); // label every token, or every second... where the rows are thin
   const box = document.getElementById("attention-large");
   document.getElementById("attention-large-title").textContent =
     `block ${layer}, head ${head}: rows = queries (attending), columns = keys (attended to)`;
-  const map = svg("svg", { width: label + n * cell + 4, height: label + n * cell + 4, id: "attention-map" });
+  const map = svg("svg", { width: label + n * cell + 4, height: label + n * cell + 10, id: "attention-map" });
+  const plot = svg("g", { transform: "translate(0, 6)" }); // room above the first row's label
+  map.append(plot);
   for (let q = 0; q < n; q++) {
-    const rowLabel = svg("text", { x: label - 4, y: q * cell + cell / 2, class: "axis" + (q === query ? " chosen" : ""),
-      "font-size": fontSize, "text-anchor": "end", "dominant-baseline": "middle", "data-query": q },
-    visible(tokens[q]));
-    rowLabel.addEventListener("click", () => chooseQuery(q));
-    map.append(rowLabel);
-    map.append(svg("text", { class: "axis", "font-size": fontSize, "text-anchor": "end", "dominant-baseline": "middle",
-      transform: `translate(${label + q * cell + cell / 2}, ${n * cell + 4}) rotate(-90)` }, visible(tokens[q])));
+    if (q % every === 0 || q === query) {
+      const rowLabel = svg("text", { x: label - 4, y: q * cell + cell / 2, "text-anchor": "end",
+        class: "axis" + (q === query ? " chosen" : ""), "dominant-baseline": "middle", "data-query": q },
+      visible(tokens[q]));
+      const keyLabel = svg("text", { class: "axis", "text-anchor": "end", "dominant-baseline": "middle",
+        transform: `translate(${label + q * cell + cell / 2}, ${n * cell + 4}) rotate(-90)` }, visible(tokens[q]));
+      rowLabel.style.fontSize = keyLabel.style.fontSize = `${fontSize}px`;
+      rowLabel.addEventListener("click", () => chooseQuery(q));
+      plot.append(rowLabel, keyLabel);
+    }
     for (let k = 0; k <= q; k++) {
       const w = weight(layer, head, q, k);
       const rect = svg("rect", { x: label + k * cell, y: q * cell, width: cell, height: cell,
         fill: `rgb(${viridis(w).join(",")})`, "data-query": q, "data-key": k, "data-weight": w });
-      map.append(rect);
+      plot.append(rect);
     }
   }
-  map.append(svg("rect", { x: label - 1, y: query * cell, width: (query + 1) * cell + 1, height: cell,
+  plot.append(svg("rect", { x: label - 1, y: query * cell, width: (query + 1) * cell + 1, height: cell,
     class: "row-outline" }));
   map.addEventListener("mousemove", (event) => {
     const target = event.target;
