@@ -7,6 +7,7 @@
     python convert_checkpoint.py gpt2edu-124m back.pth                      # gpt2edu folder -> seed checkpoint
     python convert_checkpoint.py gpt2_model.pth model.gguf --dtype float16  # any source -> GGUF, for llama.cpp
     python convert_checkpoint.py gpt2_model.pth out --push-to-hub you/gpt2edu-124m
+    python convert_checkpoint.py review_classifier.pth spam-classifier --labels ham,spam  # the book's chapter 6
 
 Every conversion goes through gpt2edu's layout: source -> gpt2edu -> target. What it rests on comes first, imported
 by name from gpt2edu/convert_maps.py, the file to read first: the name tables (one table per part of the model:
@@ -25,7 +26,9 @@ import sys
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedModel
 
+from configuration_gpt2edu import CLASSIFIER_POOLINGS
 from gpt2edu import convert_outputs as outputs
 from gpt2edu import convert_sources as sources
 from gpt2edu import gguf_export
@@ -43,16 +46,17 @@ from gpt2edu.convert_maps import (  # noqa: F401  (imported by name to be met he
     gpt2edu_config_to_gpt2,
     gpt2edu_to_gpt2_state_dict,
     gpt2edu_to_seed_state_dict,
+    is_sequence_classifier,
     normalize_gpt2_keys,
     seed_config_to_gpt2edu,
     seed_rename_table,
     seed_to_gpt2edu_state_dict,
     strip_wrapper_prefixes,
+    with_labels,
 )
 from gpt2edu.convert_outputs import build_model
 from gpt2edu.convert_sources import Source, read_seed_checkpoint, read_source  # noqa: F401  (Source: for users)
 from gpt2edu.files import atomic_write
-from modeling_gpt2edu import GPT2EduForCausalLM
 
 PROG = "convert_checkpoint.py"
 
@@ -60,12 +64,13 @@ PROG = "convert_checkpoint.py"
 # --- writing the seed's form ---------------------------------------------------------------------------------------
 
 
-def save_seed_checkpoint(model: GPT2EduForCausalLM, out_file: Path, force: bool = False) -> int:
+def save_seed_checkpoint(model: PreTrainedModel, out_file: Path, force: bool = False) -> int:
     """Write the seed's checkpoint form of `model`, verified, atomically: OUT.pth and OUT.config.json beside it.
 
     OUT.pth is a bare state dict with the seed's names, `att.mask` buffers included, so the book's
     `GPTModel(cfg).load_state_dict(torch.load("OUT.pth"), strict=True)` loads it; OUT.config.json holds the seed's
-    config fields, the `cfg` dict to build that `GPTModel` with (and what this converter reads back).
+    config fields, the `cfg` dict to build that `GPTModel` with (and what this converter reads back). A sequence
+    classifier's form is the book's chapter-6 model: its head is `out_head` again (its labels are not kept).
 
     Returns:
         The number of tensors in OUT.pth, each verified to equal what was meant to be written.
@@ -94,9 +99,17 @@ def convert(args: argparse.Namespace) -> int:
     out, dtype = Path(args.out_dir), DTYPES.get(args.dtype)
     checks = {"seed": outputs.check_output_file, "gguf": gguf_export.check_output_file}
     checks.get(args.to, outputs.check_output_folder)(out, args.force)  # fail before the slow part
+    if (args.labels is not None or args.pooling is not None) and args.to in FILE_LAYOUTS:
+        what = FILE_LAYOUTS[args.to][0]
+        raise ValueError(f"--labels and --pooling go into a folder's config.json; {what} has no place for them")
     source = read_source(args.src, args.n_heads, args.revision)
     sources.check_source_tensors(source)
     print(f"Read {source.description}")
+    if args.labels is not None or args.pooling is not None:
+        source.config = with_labels(source.config, args.labels, args.pooling)
+    if is_sequence_classifier(source.config):
+        check_classifier_layout(source, args.to)
+        print(describe_classifier(source.config, labels_given=args.labels is not None))
     # GGUF casts as it writes (its vectors stay float32); the seed's form and GGUF are written from gpt2edu's layout.
     model = build_model(source, "gpt2" if args.to == "gpt2" else "gpt2edu", None if args.to == "gguf" else dtype)
     print(f"Model: {outputs.describe_model(source.config, sum(p.numel() for p in model.parameters()), model.dtype)}")
@@ -111,12 +124,32 @@ def convert(args: argparse.Namespace) -> int:
         print(f"verified: {verified} tensors in {out} read back equal to their source")
         return verified
     card = outputs.conversion_model_card(source, model, args.to, args.push_to_hub or out.name)
-    verified = outputs.save_model_folder(model, out, model_card=card, force=args.force)
+    tokenizer = outputs.classifier_tokenizer(source.config) if is_sequence_classifier(source.config) else None
+    verified = outputs.save_model_folder(model, out, tokenizer, model_card=card, force=args.force)
     print(f"Wrote {args.to} folder {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     print(f"verified: the model loaded from {out} has all {verified} tensors of its source, bit for bit")
     if args.push_to_hub:
         print(f"Pushed to {outputs.push_folder(out, args.push_to_hub, args.private)}")
     return verified
+
+
+def check_classifier_layout(source: Source, to: str) -> None:
+    """Refuse the layouts that cannot hold the book's classifier: GPT-2's language-model folder and GGUF."""
+    if to in ("gpt2", "gguf"):
+        what = "GPT2LMHeadModel folders" if to == "gpt2" else "llama.cpp's gpt2 architecture, a language model"
+        raise ValueError(
+            f"{source.description} is a sequence classifier (the book's chapter 6), which --to {to} cannot hold "
+            f"({what}; GPT-2's own classifier head has no bias): write a gpt2edu folder or a seed .pth"
+        )
+
+
+def describe_classifier(config, labels_given: bool) -> str:
+    """'Classifier: labels ham, spam; pooling last_position (the book's)' in one line, saying where labels default."""
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    default = not labels_given and labels == [f"LABEL_{i}" for i in range(config.num_labels)]
+    named = " (transformers' default names: --labels ham,spam names them)" if default else ""
+    whose = "the book's" if config.classifier_pooling == "last_position" else "GPT-2's"
+    return f"Classifier: labels {', '.join(labels)}{named}; pooling {config.classifier_pooling} ({whose})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +192,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-heads", type=int, metavar="N", help="attention heads, for a seed file with no config")
     parser.add_argument(
         "--dtype", choices=tuple(DTYPES), default=None, help="store weights as (default: as read; GGUF: its matrices)"
+    )
+    parser.add_argument(
+        "--labels",
+        type=lambda text: [label.strip() for label in text.split(",")],
+        metavar="A,B",
+        help="a classifier's label names, in the order of its head's rows (the book's chapter 6: ham,spam)",
+    )
+    parser.add_argument(
+        "--pooling",
+        choices=CLASSIFIER_POOLINGS,
+        default=None,
+        help="the position a classifier reads: last_position (the book's, the default for its .pth) or "
+        "last_non_padding (GPT-2's)",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="then upload the folder to the Hub")

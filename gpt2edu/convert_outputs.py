@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2LMHeadModel, PreTrainedModel
 
 from configuration_gpt2edu import GPT2EduConfig
-from tokenization_gpt2edu import save_gpt2_tokenizer
+from tokenization_gpt2edu import gpt2_tokenizer, save_gpt2_tokenizer
 
 from . import convert_maps as maps
 from .cli import first_line, quiet_transformers
@@ -181,6 +181,18 @@ def write_model_files(folder: Path, model: PreTrainedModel, tokenizer=None, card
         (folder / "README.md").write_text(card)
 
 
+def classifier_tokenizer(config):
+    """GPT-2's tokenizer for a sequence classifier: `<|endoftext|>` pads, as the book pads its texts.
+
+    A classifier reads each text's logits at one position, so batches of texts of different lengths are padded;
+    pipeline("text-classification") needs the pad token to batch them.
+    """
+    tokenizer = gpt2_tokenizer(config.context_length)
+    if config.pad_token_id is not None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(config.pad_token_id)
+    return tokenizer
+
+
 def save_model_folder(
     model: PreTrainedModel, out_dir: str | Path, tokenizer=None, model_card: str | None = None, force: bool = False
 ) -> int:
@@ -230,14 +242,25 @@ def describe_model(config: GPT2EduConfig, n_params: int, dtype: torch.dtype) -> 
     return (
         f"{size} parameters: {config.n_layers} layers, emb_dim {config.emb_dim}, {config.n_heads} "
         f"heads, context {config.context_length}, vocabulary {config.vocab_size}, "
-        f"{'tied' if config.tie_word_embeddings else 'untied'} output head, {str(dtype).removeprefix('torch.')}"
+        f"{head_description(config)}, {str(dtype).removeprefix('torch.')}"
     )
+
+
+def head_description(config: GPT2EduConfig) -> str:
+    """'tied output head', 'untied output head', or a classifier's 'classifier head of 2 outputs'."""
+    if maps.is_sequence_classifier(config):
+        return f"classifier head of {config.num_labels} outputs{' with a bias' if config.classifier_bias else ''}"
+    return f"{'tied' if config.tie_word_embeddings else 'untied'} output head"
 
 
 def conversion_model_card(source: Source, model: PreTrainedModel, to: str, repo_id: str) -> str:
     """The README.md of a converted folder: size, provenance and how to load it (`gpt2edu.hub.model_card`)."""
     summary = describe_model(source.config, sum(p.numel() for p in model.parameters()), model.dtype)
-    description = f"""A GPT-2 language model, {summary}.
+    kind = "language model"
+    if maps.is_sequence_classifier(source.config):
+        labels = ", ".join(source.config.id2label[i] for i in range(source.config.num_labels))
+        kind = f"sequence classifier (labels {labels}; pooling {source.config.classifier_pooling})"
+    description = f"""A GPT-2 {kind}, {summary}.
 
 ## Provenance
 
