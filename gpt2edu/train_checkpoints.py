@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 
 from .cli import UsageError, first_line
 from .files import publish, reporting_full_disk
+from .loading import checkpoint_name, checkpoint_names
 from .train_guards import no_space
 
 ANOTHER = "resume from another step_N folder"
@@ -113,6 +114,7 @@ def check_fits(checkpoint: Path, model: torch.nn.Module) -> None:
     if not weights.is_file():  # FSDP and DeepSpeed save sharded states: Accelerate checks those itself
         return
     expected = model.state_dict()
+    expected |= checkpoint_names(expected)  # a run saved before gpt2edu's head was lm_head named it out_head.weight
     try:
         with safe_open(str(weights), framework="pt") as f:
             shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
@@ -120,7 +122,7 @@ def check_fits(checkpoint: Path, model: torch.nn.Module) -> None:
         raise UsageError(
             f"checkpoint {str(checkpoint)!r}: model.safetensors is damaged ({first_line(error)}); {ANOTHER}"
         ) from None
-    for name, shape in shapes.items():
+    for name, shape in sorted(shapes.items(), key=lambda item: checkpoint_name(item[0])):  # the head last, as saved
         if name not in expected or tuple(expected[name].shape) != shape:
             mine = tuple(expected[name].shape) if name in expected else "absent"
             raise UsageError(
