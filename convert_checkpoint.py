@@ -8,6 +8,7 @@
     python convert_checkpoint.py gpt2_model.pth model.gguf --dtype float16  # any source -> GGUF, for llama.cpp
     python convert_checkpoint.py gpt2_model.pth out --push-to-hub you/gpt2edu-124m
     python convert_checkpoint.py review_classifier.pth spam-classifier --labels ham,spam  # the book's chapter 6
+    python convert_checkpoint.py gpt2-medium355M-sft.pth gpt2edu-sft --n-heads 16 --chat-template alpaca  # chapter 7
 
 Every conversion goes through gpt2edu's layout: source -> gpt2edu -> target. What it rests on comes first, imported
 by name from gpt2edu/convert_maps.py, the file to read first: the name tables (one table per part of the model:
@@ -57,6 +58,7 @@ from gpt2edu.convert_maps import (  # noqa: F401  (imported by name to be met he
 from gpt2edu.convert_outputs import build_model
 from gpt2edu.convert_sources import Source, read_seed_checkpoint, read_source  # noqa: F401  (Source: for users)
 from gpt2edu.files import atomic_write
+from tokenization_gpt2edu import CHAT_TEMPLATES
 
 PROG = "convert_checkpoint.py"
 
@@ -102,6 +104,9 @@ def convert(args: argparse.Namespace) -> int:
     if (args.labels is not None or args.pooling is not None) and args.to in FILE_LAYOUTS:
         what = FILE_LAYOUTS[args.to][0]
         raise ValueError(f"--labels and --pooling go into a folder's config.json; {what} has no place for them")
+    if args.chat_template is not None and args.to in FILE_LAYOUTS:
+        what = FILE_LAYOUTS[args.to][0]
+        raise ValueError(f"--chat-template is written beside a model folder's tokenizer; {what} has no tokenizer")
     source = read_source(args.src, args.n_heads, args.revision)
     sources.check_source_tensors(source)
     print(f"Read {source.description}")
@@ -110,6 +115,7 @@ def convert(args: argparse.Namespace) -> int:
     if is_sequence_classifier(source.config):
         check_classifier_layout(source, args.to)
         print(describe_classifier(source.config, labels_given=args.labels is not None))
+    chat_template = outputs.chat_template_for(source, args.src, args.chat_template)  # or a local SRC folder's own
     # GGUF casts as it writes (its vectors stay float32); the seed's form and GGUF are written from gpt2edu's layout.
     model = build_model(source, "gpt2" if args.to == "gpt2" else "gpt2edu", None if args.to == "gguf" else dtype)
     print(f"Model: {outputs.describe_model(source.config, sum(p.numel() for p in model.parameters()), model.dtype)}")
@@ -125,7 +131,9 @@ def convert(args: argparse.Namespace) -> int:
         return verified
     card = outputs.conversion_model_card(source, model, args.to, args.push_to_hub or out.name)
     tokenizer = outputs.classifier_tokenizer(source.config) if is_sequence_classifier(source.config) else None
-    verified = outputs.save_model_folder(model, out, tokenizer, model_card=card, force=args.force)
+    verified = outputs.save_model_folder(
+        model, out, tokenizer, model_card=card, force=args.force, chat_template=chat_template
+    )
     print(f"Wrote {args.to} folder {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     print(f"verified: the model loaded from {out} has all {verified} tensors of its source, bit for bit")
     if args.push_to_hub:
@@ -205,6 +213,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the position a classifier reads: last_position (the book's, the default for its .pth) or "
         "last_non_padding (GPT-2's)",
+    )
+    parser.add_argument(
+        "--chat-template",
+        choices=CHAT_TEMPLATES,
+        default=None,
+        help="write this chat template beside the tokenizer, for an instruction model (alpaca: the book's chapter-7 "
+        "prompt format; a folder SRC's own chat_template.jinja is kept without it)",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="then upload the folder to the Hub")

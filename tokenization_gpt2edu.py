@@ -274,7 +274,13 @@ def check_chat_template_fits(tokenizer: PreTrainedTokenizerBase, vocab_size: int
             "a chat template needs an end-of-text token to end each response, and this tokenizer has none; "
             "use GPT-2's tokenizer (tokenization_gpt2edu.gpt2_tokenizer())"
         )
-    if vocab_size is not None and eos_id >= vocab_size:
+    if vocab_size is not None:
+        check_vocabulary_ends_responses(vocab_size, eos, eos_id)
+
+
+def check_vocabulary_ends_responses(vocab_size: int, eos: str = ENDOFTEXT, eos_id: int = 50256) -> None:
+    """Refuse a model whose vocabulary stops short of the token that ends each response (ValueError)."""
+    if eos_id >= vocab_size:
         raise ValueError(
             f"a chat template ends each response with {eos} (id {eos_id}), but the model's vocabulary has only "
             f"{vocab_size} tokens (vocab_size {vocab_size}); an instruction model needs GPT-2's {eos_id + 1}"

@@ -11,10 +11,22 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2LMHeadModel, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+)
 
 from configuration_gpt2edu import GPT2EduConfig
-from tokenization_gpt2edu import gpt2_tokenizer, save_gpt2_tokenizer
+from tokenization_gpt2edu import (
+    CHAT_TEMPLATE_FILE,
+    check_vocabulary_ends_responses,
+    gpt2_tokenizer,
+    read_chat_template,
+    save_gpt2_tokenizer,
+)
 
 from . import convert_maps as maps
 from .cli import first_line, quiet_transformers
@@ -163,13 +175,15 @@ def own_memory(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_model_files(folder: Path, model: PreTrainedModel, tokenizer=None, card: str | None = None) -> None:
+def write_model_files(
+    folder: Path, model: PreTrainedModel, tokenizer=None, card: str | None = None, chat_template: str | None = None
+) -> None:
     """Write what a model folder holds into `folder`.
 
     config.json, model.safetensors and generation_config.json (save_pretrained, which also copies the two code files
     of a gpt2edu model, as config.json's auto_map points at them), the tokenizer's files (GPT-2's when `tokenizer` is
     None: for a GPT-2 folder, the files OpenAI's `openai-community/gpt2` ships, which tools built for those folders
-    read) and the README.md model card when `card` is given.
+    read), the README.md model card when `card` is given, and chat_template.jinja when `chat_template` (its text) is.
     """
     model.save_pretrained(folder)
     if tokenizer is None:
@@ -177,8 +191,34 @@ def write_model_files(folder: Path, model: PreTrainedModel, tokenizer=None, card
         save_gpt2_tokenizer(folder, model.config.max_position_embeddings, openai_layout=openai_layout)
     else:
         tokenizer.save_pretrained(folder)
+    if chat_template is not None:
+        (folder / CHAT_TEMPLATE_FILE).write_text(chat_template, encoding="utf-8")
     if card is not None:
         (folder / "README.md").write_text(card)
+
+
+def chat_template_for(source: Source, src: str, name: str | None) -> str | None:
+    """The chat template a converted folder gets beside its tokenizer: template `name`'s, else SRC's own, or None.
+
+    A local SRC folder's chat_template.jinja (an instruction model's) is kept: the tokenizer files are written anew.
+
+    Raises:
+        ValueError: For `name` on a classifier, or on a model whose vocabulary stops short of `<|endoftext|>`, the
+            token that ends each response.
+    """
+    if name is None:
+        own = Path(src) / CHAT_TEMPLATE_FILE
+        return own.read_text(encoding="utf-8") if own.is_file() else None
+    if maps.is_sequence_classifier(source.config):
+        raise ValueError(
+            f"--chat-template {name} is for a language model that follows instructions; {source.description} is a "
+            "sequence classifier"
+        )
+    try:
+        check_vocabulary_ends_responses(source.config.vocab_size)
+    except ValueError as error:
+        raise ValueError(f"--chat-template {name}: {error}") from None
+    return read_chat_template(name)
 
 
 def classifier_tokenizer(config):
@@ -194,7 +234,12 @@ def classifier_tokenizer(config):
 
 
 def save_model_folder(
-    model: PreTrainedModel, out_dir: str | Path, tokenizer=None, model_card: str | None = None, force: bool = False
+    model: PreTrainedModel,
+    out_dir: str | Path,
+    tokenizer=None,
+    model_card: str | None = None,
+    force: bool = False,
+    chat_template: str | None = None,
 ) -> int:
     """Write a complete, verified model folder, atomically (see `write_model_files` for what it holds).
 
@@ -204,6 +249,7 @@ def save_model_folder(
         tokenizer: The tokenizer to save with it; GPT-2's when None.
         model_card: Text of README.md; none is written when None.
         force: Replace an existing non-empty `out_dir`.
+        chat_template: The text of chat_template.jinja, checked to be what `AutoTokenizer` loads; none when None.
 
     Returns:
         The number of tensors of the model loaded back from the folder, each verified to equal the source's.
@@ -215,7 +261,9 @@ def save_model_folder(
     out_dir = Path(out_dir)
     check_output_folder(out_dir, force)
     with atomic_write(out_dir, full_disk_message=full_disk_message(out_dir)) as staging:
-        write_model_files(staging, model, tokenizer, model_card)
+        write_model_files(staging, model, tokenizer, model_card, chat_template)
+        if chat_template is not None and AutoTokenizer.from_pretrained(staging).chat_template != chat_template:
+            raise RuntimeError(f"{out_dir}'s tokenizer does not load the chat template written beside it")
         return verify_loaded_model(staging, model)
 
 

@@ -11,8 +11,10 @@ import tiktoken
 import torch
 from book_ch07_reference import calc_loss_batch, collate, format_input, training_text
 from conftest import SHARED, tiny_config
-from transformers import AutoTokenizer, pipeline
+from seed_reference import seed_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
+from convert_checkpoint import main as convert
 from modeling_gpt2edu import GPT2EduForCausalLM
 from tokenization_gpt2edu import (
     CHAT_TEMPLATE_FILE,
@@ -224,3 +226,55 @@ def test_pipeline_answers_in_the_books_format_and_stops_at_endoftext(instruction
     # before max_new_tokens.
     ids = generator(messages, max_new_tokens=30, do_sample=False, return_tensors=True)[0]["generated_token_ids"]
     assert list(ids) == reference_encoding.encode(training_text(ENTRIES[0])) + [50256]
+
+
+def test_the_books_chapter7_state_dict_converts_into_a_folder_with_the_template(tmp_path, reference_encoding):
+    # The book saves model.state_dict() of GPT-2 medium (16 heads, qkv_bias from OpenAI's weights): the same, tiny.
+    book_model = seed_model(vocab_size=50257, context_length=64, emb_dim=64, n_heads=16, qkv_bias=True)
+    torch.save(book_model.state_dict(), tmp_path / "gpt2-medium355M-sft.pth")
+    out = tmp_path / "gpt2edu-sft"
+    assert (
+        convert([str(tmp_path / "gpt2-medium355M-sft.pth"), str(out), "--n-heads", "16", "--chat-template", "alpaca"])
+        == 0
+    )
+    assert (out / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8") == read_chat_template("alpaca")
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert model.config.n_heads == 16
+    prompt = alpaca_messages(prompt_of(ENTRIES[0]))
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    assert ids["input_ids"][0].tolist() == reference_encoding.encode(format_input(ENTRIES[0]) + RESPONSE_HEADER)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids["input_ids"]).logits, book_model(ids["input_ids"]))
+    # Converting that folder on (here to transformers' GPT-2) keeps its template.
+    assert convert([str(out), str(tmp_path / "gpt2-sft"), "--to", "gpt2"]) == 0
+    assert AutoTokenizer.from_pretrained(tmp_path / "gpt2-sft").chat_template == read_chat_template("alpaca")
+
+
+def book_classifier_state_dict() -> dict[str, torch.Tensor]:
+    """The book's chapter-6 classifier: its out_head swapped for Linear(emb_dim, 2), with a bias."""
+    state_dict = seed_model().state_dict()
+    state_dict["out_head.weight"], state_dict["out_head.bias"] = torch.randn(2, 32), torch.randn(2)
+    return state_dict
+
+
+@pytest.mark.parametrize(
+    "out_name, state_dict, message",
+    [
+        ("out", lambda: seed_model().state_dict(), "--chat-template alpaca: a chat template ends each response with "
+         "<|endoftext|> (id 50256), but the model's vocabulary has only 101 tokens (vocab_size 101)"),
+        ("out", book_classifier_state_dict, "--chat-template alpaca is for a language model that follows "
+         "instructions; seed checkpoint"),
+        ("out.pth", lambda: seed_model().state_dict(), "--chat-template is written beside a model folder's "
+         "tokenizer; a seed checkpoint has no tokenizer"),
+        ("out.gguf", lambda: seed_model().state_dict(), "a GGUF file has no tokenizer"),
+    ],
+    ids=["vocabulary_without_endoftext", "classifier", "seed_checkpoint", "gguf"],
+)  # fmt: skip
+def test_a_chat_template_where_it_cannot_go_is_refused(tmp_path, capsys, out_name, state_dict, message):
+    torch.save(state_dict(), tmp_path / "model.pth")
+    args = ["--n-heads", "4", "--chat-template", "alpaca"]
+    assert convert([str(tmp_path / "model.pth"), str(tmp_path / out_name), *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convert_checkpoint.py: error: ") and message in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth"]
