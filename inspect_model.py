@@ -92,11 +92,6 @@ def parts_of(model: PreTrainedModel) -> tuple[list[torch.nn.Module], list, list,
     )
 
 
-def final_norm_of(model: PreTrainedModel) -> torch.nn.Module:
-    """The LayerNorm between the last block and the head: gpt2edu's `final_norm`, transformers GPT-2's `ln_f`."""
-    return parts_of(model)[3]
-
-
 @torch.no_grad()
 def look_inside(model: PreTrainedModel, input_ids: torch.Tensor, lens_top: int = LENS_TOP) -> dict[str, torch.Tensor]:
     """Run one text and collect its attention weights, the logit lens, the logits and the residual stream.
