@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from convert_checkpoint import gpt2edu_config_to_gpt2, gpt2edu_to_gpt2_state_dict
-from inspect_model import PAGE_MAX_TOKENS, inspect_text, main, page_html, parse_args
+from inspect_model import OUTPUT_FILES, PAGE_MAX_TOKENS, inspect_text, main, page_html, parse_args
 from modeling_gpt2edu import GPT2EduForCausalLM
 
 PROMPT = "Every effort moves you toward the goal, and then"
@@ -264,6 +264,15 @@ def test_sizes_come_from_the_config(runs):
     assert torch.tensor(data["residual"]["stream"]).shape == (4, seq)
     assert torch.tensor(data["residual"]["mlp"]).shape == (3, seq)
     assert len(data["logit_lens_top"]) == 4 and len(data["logit_lens_top"][0]) == seq
+
+
+def test_no_page_writes_the_other_files_and_lifts_the_pages_limit(folders, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--model", str(folders["other"]), "--prompt", PROMPT, "--out", str(out), "--generate", "120", "--no-page"]
+    assert main(argv) == 0  # 10 + 120 tokens: past the page's 128, within the model's 160
+    assert sorted(path.name for path in out.iterdir()) == sorted(set(OUTPUT_FILES) - {"look_inside.html"})
+    record = json.loads((out / "inspection.json").read_text(encoding="utf-8"))
+    assert len(record["sequence"]) == record["prompt_length"] + 120 > PAGE_MAX_TOKENS
 
 
 BAD_INPUTS = {
