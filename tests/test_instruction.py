@@ -84,6 +84,7 @@ def sft_trainer(tmp_path, tokenizer, dataset, model=None, **options):
     if model is None:
         torch.manual_seed(0)
         model = GPT2EduForCausalLM(tiny_config(vocab_size=50257, bos_token_id=50256, eos_token_id=50256))
+    # bf16=False: SFTConfig's default autocasts to bfloat16, even on a CPU; the book trains in float32.
     args = trl.SFTConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=len(dataset), learning_rate=1e-2,
         lr_scheduler_type="constant", logging_steps=10, save_strategy="no", report_to=[], use_cpu=True,
@@ -121,6 +122,17 @@ def test_template_writes_the_books_prompt_and_training_text(chat_tokenizer, refe
         alpaca_messages(prompt_of(entry)), add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"]
     assert prompt_ids == reference_encoding.encode(format_input(entry) + RESPONSE_HEADER)
+
+
+def test_the_input_is_a_second_user_message(chat_tokenizer):
+    instruction, text, output = ENTRIES[0]["instruction"], ENTRIES[0]["input"], ENTRIES[0]["output"]
+    messages = [
+        {"role": "user", "content": instruction},
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": output},
+    ]
+    assert alpaca_messages(ENTRIES[0]) == messages
+    assert chat_tokenizer.apply_chat_template(messages, tokenize=False) == training_text(ENTRIES[0]) + "<|endoftext|>"
 
 
 def test_system_message_replaces_the_opening_sentence_and_empty_input_is_left_out(chat_tokenizer):
