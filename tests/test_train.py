@@ -310,7 +310,8 @@ def test_library_train_returns_the_seeds_histories(tmp_path):
     )
     assert isinstance(model, GPT2EduForCausalLM) and model.config.emb_dim == 32
     assert len(train_losses) == len(val_losses) == len(tokens_seen) >= 3
-    assert tokens_seen == sorted(tokens_seen) and tokens_seen[0] == 5 * 4 * 32
+    # The seed's loop evaluates after its first batch (global_step 0), then every eval_freq steps.
+    assert tokens_seen == sorted(tokens_seen) and tokens_seen[0] == 4 * 32 and tokens_seen[1] == 6 * 4 * 32
     assert train_losses[-1] < train_losses[0]
     assert (tmp_path / "model.safetensors").is_file()
 
