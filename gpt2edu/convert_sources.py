@@ -25,7 +25,7 @@ from modeling_gpt2edu import GPT2EduForCausalLM
 
 from . import convert_maps as maps
 from .cli import few, first_line
-from .loading import checkpoint_names, first_non_finite, looks_like_hub_id
+from .loading import checkpoint_names, first_non_finite, looks_like_hub_id, model_name
 
 logger = logging.getLogger(__name__)
 
@@ -448,7 +448,7 @@ def read_hf_folder(folder: Path) -> Source:
         if maps.is_sequence_classifier(config):
             head = None  # its head, `score`, is never tied to the embedding
         # HF: the file names the head out_head.weight (the seed's name), the model lm_head, as from_pretrained maps it
-        state_dict = {("lm_head.weight" if name == "out_head.weight" else name): t for name, t in state_dict.items()}
+        state_dict = {model_name(name): tensor for name, tensor in state_dict.items()}
     else:
         model_config = GPT2Config.from_pretrained(folder)
         config = maps.gpt2_config_to_gpt2edu(model_config)

@@ -78,6 +78,11 @@ def checkpoint_name(name: str) -> str:
     return "out_head.weight" if name == "lm_head.weight" else name
 
 
+def model_name(name: str) -> str:
+    """The model's name of a tensor its checkpoint files name `name` (the inverse of `checkpoint_name`)."""
+    return "lm_head.weight" if name == "out_head.weight" else name
+
+
 def checkpoint_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A gpt2edu state dict under the names its checkpoint files use (`checkpoint_name`)."""
     return {checkpoint_name(name): tensor for name, tensor in state_dict.items()}
